@@ -1,0 +1,87 @@
+"""One reader per dataset, each accepting the layouts people actually download.
+
+A reader is a generator ``read_<source>(root: Path, params: DataParams) -> Iterator[RawRecord | Quarantined]``:
+it streams one candidate row at a time (never the whole dataset in memory), in a deterministic order
+(sorted paths), and turns every piece of bad input into a ``Quarantined`` record with its reason instead of
+raising. Only a missing or unrecognisable dataset folder raises: ``MissingDatasetError`` naming the expected
+layouts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from pipelines.params import DataParams
+from pipelines.records import ReaderStream
+
+# Documented in the README's dataset table; also the text of MissingDatasetError.
+LAYOUTS: dict[str, str] = {
+    "jaffe": (
+        "JAFFE: <root>/jaffe/<poser>.<EXPR><n>.<id>.tiff (e.g. data/raw/jaffe/KA.AN1.39.tiff; EXPR in AN DI FE HA NE SA SU),\n"
+        "  optionally with the semantic-ratings file JAFFE_labels.txt beside the images or one level up.\n"
+        "  Obtain: https://zenodo.org/records/3451524 (research use only)."
+    ),
+    "ckplus": (
+        "CK+: <root>/ckplus/cohn-kanade-images/S005/001/S005_001_00000001.png with\n"
+        "  <root>/ckplus/Emotion/S005/001/S005_001_00000011_emotion.txt (the original distribution),\n"
+        "  or the crops layout <root>/ckplus/CK+48/<emotion>/S010_004_00000017.png.\n"
+        "  Obtain: https://www.jeffcohn.net/Resources/ (CMU/Pitt research agreement)."
+    ),
+    "fer2013": (
+        "FER2013: <root>/fer2013/fer2013.csv (columns emotion,pixels,Usage), or the Kaggle image layout\n"
+        "  <root>/fer2013/train/<emotion>/Training_<id>.jpg and test/<emotion>/{PublicTest,PrivateTest}_<id>.jpg,\n"
+        "  as folders or as the downloaded .zip (e.g. data/raw/fer2013/archive.zip).\n"
+        "  Obtain: https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-challenge/data"
+    ),
+    "mmi": (
+        "MMI: <root>/mmi/Sessions/<session>/ holding the recording (<name>.avi or frame images) and its session.xml\n"
+        "  (emotion in the session metadata), or a CK+-style copy <root>/mmi/<subject>/<sequence>/<frame>.png\n"
+        "  with a CSV of rows 'expression;subject;sequence'.\n"
+        "  Obtain: https://mmifacedb.eu/ (EULA)."
+    ),
+    "bueeg": (
+        "BU-EEG: <root>/bueeg/<subject>/<video>.mp4|.avi (24 fps) with a metadata CSV of expression segments\n"
+        "  (subject, video, start frame, end frame, expression), e.g. data/raw/bueeg/segments.csv.\n"
+        "  Obtain: from Binghamton University's GAIC lab (http://www.cs.binghamton.edu/~lijun/Research/3DFE/3DFE_Analysis.html), research agreement."
+    ),
+}
+
+
+class MissingDatasetError(FileNotFoundError):
+    """A dataset folder is missing or holds none of the layouts emoflow reads."""
+
+    def __init__(self, source: str, folder: Path, why: str = "folder not found"):
+        self.source = source
+        self.folder = folder
+        super().__init__(
+            f"{source}: {why}: {folder}\nExpected layout(s):\n  {LAYOUTS.get(source, '(unknown source)')}"
+        )
+
+
+Reader = Callable[[Path, DataParams], ReaderStream]
+
+
+def get_reader(source: str) -> Reader:
+    """The reader function for a source name (imported lazily so one broken reader cannot break the others)."""
+    if source == "jaffe":
+        from pipelines.readers.jaffe import read_jaffe as reader
+    elif source == "ckplus":
+        from pipelines.readers.ckplus import read_ckplus as reader
+    elif source == "fer2013":
+        from pipelines.readers.fer2013 import read_fer2013 as reader
+    elif source == "mmi":
+        from pipelines.readers.mmi import read_mmi as reader
+    elif source == "bueeg":
+        from pipelines.readers.bueeg import read_bueeg as reader
+    else:
+        raise KeyError(f"unknown source {source!r}; known: {sorted(LAYOUTS)}")
+    return reader
+
+
+def read_source(source: str, root: Path, params: DataParams) -> ReaderStream:
+    """Stream one source's candidate rows from ``root`` (the source's own folder, e.g. data/raw/jaffe)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MissingDatasetError(source, root)
+    return get_reader(source)(root, params)
