@@ -1,0 +1,46 @@
+"""Blocking asset checks on the EmotionSet shards: the Great Expectations suites of pipelines.validation."""
+
+import json
+from pathlib import Path
+
+from dagster import AssetCheckResult, MetadataValue, asset_check
+
+from assets.data_assets import emotionset_shards
+from pipelines.validation import shard_metadata_frame, validate_conservation, validate_rows, validate_schema, validate_subjects
+
+def _manifest(path: str) -> dict:
+    return json.loads((Path(path) / "manifest.json").read_text())
+
+def _result(outcome) -> AssetCheckResult:
+    return AssetCheckResult(
+        passed=outcome.success,
+        metadata={
+            "expectations": len(outcome.expectations),
+            "failed": len(outcome.failures),
+            "failures": MetadataValue.json(outcome.failures),
+            **{k: v for k, v in outcome.stats.items()},
+        },
+    )
+
+@asset_check(asset=emotionset_shards, blocking=True, description="Every file has the documented schema.")
+def shards_schema(emotionset_shards: str) -> AssetCheckResult:
+    return _result(validate_schema(Path(emotionset_shards)))
+
+@asset_check(
+    asset=emotionset_shards,
+    blocking=True,
+    description="No nulls, labels in the 7-emotion scheme, pixel bytes = H*W, faces of the params' size, unique ids.",
+)
+def shards_rows(emotionset_shards: str) -> AssetCheckResult:
+    frame = shard_metadata_frame(Path(emotionset_shards))
+    return _result(validate_rows(frame, tuple(_manifest(emotionset_shards)["image_size"])))
+
+@asset_check(asset=emotionset_shards, blocking=True, description="No subject appears in two splits.")
+def shards_subject_independent(emotionset_shards: str) -> AssetCheckResult:
+    return _result(validate_subjects(shard_metadata_frame(Path(emotionset_shards))))
+
+@asset_check(asset=emotionset_shards, blocking=True, description="Rows in = rows out + rows quarantined.")
+def shards_rows_conserved(emotionset_shards: str) -> AssetCheckResult:
+    return _result(validate_conservation(Path(emotionset_shards), _manifest(emotionset_shards)))
+
+SHARD_CHECKS = [shards_schema, shards_rows, shards_subject_independent, shards_rows_conserved]

@@ -1,0 +1,156 @@
+"""The ``emoflow`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from pipelines.params import ParamsError, emoflow_home, load_params
+
+
+def _data_params(args):
+    params = load_params(args.params)
+    data = params.data
+    if getattr(args, "raw_root", None):
+        data = dataclasses.replace(data, raw_root=str(Path(args.raw_root).resolve()))
+    return params, data
+
+
+def _sources(arg: str | None, default) -> list[str]:
+    if not arg:
+        return list(default)
+    return [s.strip() for s in arg.split(",") if s.strip()]
+
+
+class _ProgressBars:
+    """One tqdm bar per source, fed by the pipeline's progress callback."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._bars = {}
+
+    def __call__(self, event: dict) -> None:
+        source = event["source"]
+        bar = self._bars.get(source)
+        if bar is None:
+            bar = self._bars[source] = self._tqdm(desc=f"{source:8s}", unit="img", file=sys.stderr, dynamic_ncols=True)
+        bar.n = event["rows_in"]
+        bar.set_postfix(out=event["rows_out"], quarantined=event["quarantined"], refresh=False)
+        bar.refresh()
+
+    def close(self):
+        for bar in self._bars.values():
+            bar.close()
+
+
+def cmd_prepare(args) -> int:
+    from pipelines.prepare import prepare
+
+    _, data = _data_params(args)
+    sources = _sources(args.sources, data.sources)
+    home = emoflow_home()
+    bars = _ProgressBars()
+    try:
+        shard_set = prepare(data, home, sources, Path(args.out) if args.out else None, on_progress=bars)
+    finally:
+        bars.close()
+    summary = shard_summary(shard_set.manifest)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        state = "re-used (nothing rewritten)" if shard_set.reused else "written"
+        print(f"EmotionSet {shard_set.version} {state}: {shard_set.path}")
+        print(_summary_text(summary))
+    return 0
+
+
+def shard_summary(manifest: dict) -> dict:
+    """The manifest's headline figures (the keys `emoflow shards summary --json` promises)."""
+    return {
+        "version": manifest["version"],
+        "image_size": list(manifest["image_size"]),
+        "rows": manifest["rows"],
+        "by_source": manifest["by_source"],
+        "by_label": manifest["by_label"],
+        "by_split": manifest["by_split"],
+        "quarantined": manifest["quarantined"],
+    }
+
+
+def _summary_text(summary: dict) -> str:
+    quarantined = sum(sum(r.values()) for r in summary["quarantined"].values())
+    lines = [
+        f"  rows {summary['rows']}  quarantined {quarantined}  image size {summary['image_size'][0]}x{summary['image_size'][1]}",
+        "  by source: " + ", ".join(f"{k} {v}" for k, v in summary["by_source"].items()),
+        "  by split:  " + ", ".join(f"{k} {v}" for k, v in summary["by_split"].items()),
+        "  by label:  " + ", ".join(f"{k} {v}" for k, v in summary["by_label"].items()),
+    ]
+    for source, reasons in summary["quarantined"].items():
+        if reasons:
+            lines.append(f"  quarantined {source}: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
+    return "\n".join(lines)
+
+
+def cmd_shards_summary(args) -> int:
+    from pipelines.prepare import resolve_shard_set
+
+    version_dir = resolve_shard_set(Path(args.dir))
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    summary = shard_summary(manifest)
+    print(json.dumps(summary, indent=2) if args.json else f"EmotionSet {summary['version']}: {version_dir}\n" + _summary_text(summary))
+    return 0
+
+
+def cmd_shards_validate(args) -> int:
+    from pipelines.prepare import resolve_shard_set
+    from pipelines.validation import validate_shard_set
+
+    version_dir = resolve_shard_set(Path(args.dir))
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    outcomes = validate_shard_set(version_dir, manifest)
+    report = {
+        name: {"success": o.success, "stats": o.stats, "failures": o.failures} for name, o in outcomes.items()
+    }
+    print(json.dumps(report, indent=2))
+    return 0 if all(o.success for o in outcomes.values()) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emoflow", description="Facial-expression data and flow models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="build the versioned EmotionSet shards from the raw datasets")
+    p.add_argument("--params", default=None, help="params file (default: the project's params.yaml)")
+    p.add_argument("--raw-root", default=None, help="folder holding one folder per source (default: params data.raw_root)")
+    p.add_argument("--sources", default=None, help="comma-separated sources (default: those enabled in params)")
+    p.add_argument("--out", default=None, help="shards root (default: $EMOFLOW_HOME/shards)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_prepare)
+
+    shards = sub.add_parser("shards", help="inspect shard sets").add_subparsers(dest="shards_command", required=True)
+    s = shards.add_parser("summary", help="print a shard set's manifest figures")
+    s.add_argument("dir", help="a shard set folder, or a shards root (its 'current' version)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_shards_summary)
+    v = shards.add_parser("validate", help="run the Great Expectations suites on a shard set")
+    v.add_argument("dir")
+    v.set_defaults(func=cmd_shards_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ParamsError, FileNotFoundError) as error:
+        print(f"emoflow: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
