@@ -1,0 +1,26 @@
+# The two commands a newcomer needs (see README):
+#   make run    create the environment and run the main job
+#   make test   create the environment and run the tests
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+RAW_ROOT ?= data/raw
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DVC_NO_ANALYTICS ?= 1
+export GX_ANALYTICS_ENABLED ?= false
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test]"
+	touch $@
+
+.PHONY: install run test
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/emoflow prepare --raw-root $(RAW_ROOT)
+
+test: install
+	$(BIN)/python -m pytest
