@@ -30,6 +30,7 @@ class QuarantineReason:
     UNSAFE_ZIP_PATH = "unsafe_zip_path"  # zip entry whose path escapes the archive
     UNREADABLE_VIDEO = "unreadable_video"  # a video that cannot be opened or lacks the frames asked for
     MALFORMED_METADATA = "malformed_metadata"  # a metadata row/file that cannot be parsed
+    CORRUPT_ARCHIVE = "corrupt_archive"  # a zip that cannot be opened at all (one row for the whole archive)
     NO_FACE = "no_face"  # the detector found no face
 
     ALL = (
@@ -43,6 +44,7 @@ class QuarantineReason:
         UNSAFE_ZIP_PATH,
         UNREADABLE_VIDEO,
         MALFORMED_METADATA,
+        CORRUPT_ARCHIVE,
         NO_FACE,
     )
 
