@@ -60,6 +60,9 @@ def cmd_prepare(args) -> int:
     finally:
         bars.close()
     summary = shard_summary(shard_set.manifest)
+    if args.summary_out:
+        Path(args.summary_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_out).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -130,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", default=None, help="comma-separated sources (default: those enabled in params)")
     p.add_argument("--out", default=None, help="shards root (default: $EMOFLOW_HOME/shards)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--summary-out", default=None, help="also write the summary JSON to this file (DVC's metrics)")
     p.set_defaults(func=cmd_prepare)
 
     shards = sub.add_parser("shards", help="inspect shard sets").add_subparsers(dest="shards_command", required=True)

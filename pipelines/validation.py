@@ -18,6 +18,7 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,9 @@ def _quiet_gx() -> None:
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
 
 
-def _run_suite(name: str, frame, expectations: list) -> SuiteOutcome:
-    """Run expectations over a pandas frame in an ephemeral GX context."""
+@lru_cache(maxsize=1)
+def _context():
+    """One ephemeral GX context per process (each new one leaves a temporary docs folder behind)."""
     _quiet_gx()
     import great_expectations as gx
 
@@ -59,6 +61,14 @@ def _run_suite(name: str, frame, expectations: list) -> SuiteOutcome:
         context.variables.progress_bars = {"globally": False, "metric_calculations": False}
     except Exception:  # older/newer config shapes: progress bars are cosmetic
         pass
+    return context
+
+
+def _run_suite(name: str, frame, expectations: list) -> SuiteOutcome:
+    """Run expectations over a pandas frame (its own data source, suite and definition, removed afterwards)."""
+    import great_expectations as gx
+
+    context = _context()
     tag = uuid.uuid4().hex[:8]
     source = context.data_sources.add_pandas(f"emoflow-{tag}")
     asset = source.add_dataframe_asset(name=f"{name}-{tag}")
@@ -67,7 +77,12 @@ def _run_suite(name: str, frame, expectations: list) -> SuiteOutcome:
     for expectation in expectations:
         suite.add_expectation(expectation)
     definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"{name}-{tag}", data=batch, suite=suite))
-    result = definition.run(batch_parameters={"dataframe": frame})
+    try:
+        result = definition.run(batch_parameters={"dataframe": frame})
+    finally:
+        context.validation_definitions.delete(definition.name)
+        context.suites.delete(suite.name)
+        context.data_sources.delete(source.name)
     entries = []
     for r in result.results:
         config = r.expectation_config
@@ -101,7 +116,7 @@ def shard_metadata_frame(version_dir: Path):
         tables.append(t)
     if not tables:
         return pd.DataFrame(columns=[*_META_COLUMNS, "pixels_bytes", "pixels_svd_bytes", "box_values"])
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables(tables, promote_options="permissive")  # a tampered file may differ in nullability
     frame = table.to_pandas()
     frame["expected_bytes"] = frame["height"].astype("int64") * frame["width"].astype("int64")
     return frame

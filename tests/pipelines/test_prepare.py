@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,29 +12,14 @@ import pytest
 
 from pipelines.cli import main as cli_main
 from pipelines.labels import EMOTIONS
-from pipelines.params import load_params
 from pipelines.prepare import MissingDatasetsError, prepare, resolve_shard_set
 from pipelines.shards import SHARD_SCHEMA, decode_pixels, read_shards, shard_files
 from pipelines.validation import validate_shard_set
 
+from fixtures.rawroots import data_params, make_raw_root
+
 JAFFE_COUNTS = {"anger": 30, "disgust": 29, "fear": 32, "happiness": 31, "neutral": 30, "sadness": 31, "surprise": 30}
 CK48_KEPT = {"anger": 135, "disgust": 177, "fear": 75, "happiness": 207, "sadness": 84, "surprise": 249}
-
-
-def make_raw_root(root: Path, datasets_dir: Path, fer: bool = False) -> Path:
-    """A raw root in the default layout (one folder per source), linking the real datasets in place."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "jaffe").symlink_to(datasets_dir / "jaffe")
-    (root / "ckplus").symlink_to(datasets_dir / "ckplus48")
-    if fer:
-        (root / "fer2013").mkdir()
-        (root / "fer2013" / "fer2013-train.zip").symlink_to(datasets_dir / "fer2013" / "fer2013-train.zip")
-    return root
-
-
-def data_params(raw_root: Path, sources=("jaffe", "ckplus"), **changes):
-    data = load_params().data
-    return dataclasses.replace(data, raw_root=str(raw_root), sources=tuple(sources), **changes)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,93 @@
+"""The data assets and their blocking checks, materialized in a real Dagster instance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from dagster import AssetKey, DagsterInstance, materialize
+
+from assets.checks import SHARD_CHECKS
+from assets.data_assets import emotionset_shards, staged_source
+from assets.definitions import defs
+from assets.resources import EmoflowConfig
+from pipelines.params import DEFAULT_PARAMS_PATH
+
+from fixtures.rawroots import make_raw_root
+
+
+def write_params(path: Path, raw_root: Path, sources) -> Path:
+    params = yaml.safe_load(DEFAULT_PARAMS_PATH.read_text())
+    params["data"]["raw_root"] = str(raw_root)
+    params["data"]["sources"] = list(sources)
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_definitions_load_with_checks_and_jobs():
+    keys = defs.resolve_all_asset_keys()
+    assert {AssetKey("staged_source"), AssetKey("emotionset_shards")} <= set(keys)
+    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
+    assert {"shards_schema", "shards_rows", "shards_subject_independent", "shards_rows_conserved"} <= checks
+    assert {"stage_sources", "prepare_emotionset"} <= {j.name for j in defs.resolve_all_job_defs()}
+
+
+def test_materialize_partition_then_emotionset_with_blocking_checks(tmp_path, datasets_dir):
+    raw = make_raw_root(tmp_path / "raw", datasets_dir)
+    params = write_params(tmp_path / "params.yaml", raw, ["jaffe", "ckplus"])
+    resource = EmoflowConfig(params_path=str(params), home=str(tmp_path / "home"))
+    (tmp_path / "dagster").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
+        staged = materialize([staged_source], partition_key="ckplus", resources={"emoflow": resource}, instance=instance)
+        assert staged.success
+        meta = staged.asset_materializations_for_node("staged_source")[0].metadata
+        assert meta["rows_in"].value == 981 and meta["rows_out"].value == 927 and meta["rows_quarantined"].value == 54
+        assert meta["reused"].value is False
+
+        result = materialize([emotionset_shards, *SHARD_CHECKS], resources={"emoflow": resource}, instance=instance)
+        assert result.success
+        evaluations = result.get_asset_check_evaluations()
+        assert {e.check_name: e.passed for e in evaluations} == {
+            "shards_schema": True,
+            "shards_rows": True,
+            "shards_subject_independent": True,
+            "shards_rows_conserved": True,
+        }
+        materialization = result.asset_materializations_for_node("emotionset_shards")[0]
+        version = materialization.metadata["version"].value
+        path = Path(result.output_for_node("emotionset_shards"))
+        assert path.name == version and json.loads((path / "manifest.json").read_text())["rows"] == 927 + 213
+        assert materialization.tags["dagster/data_version"] == version
+
+        # the instance remembers it: the latest materialization carries the shard version
+        record = instance.get_latest_materialization_event(AssetKey("emotionset_shards"))
+        assert record.asset_materialization.metadata["version"].value == version
+
+        again = materialize([emotionset_shards], resources={"emoflow": resource}, instance=instance)
+        again_meta = again.asset_materializations_for_node("emotionset_shards")[0].metadata
+        assert again_meta["version"].value == version and again_meta["reused"].value is True
+
+
+def test_blocking_check_failure_fails_the_run(tmp_path, datasets_dir):
+    """A shard set that fails a suite must stop the run (blocking check), not pass silently."""
+    import pyarrow.parquet as pq
+
+    from pipelines.prepare import prepare
+    from pipelines.shards import shard_files
+    from fixtures.rawroots import data_params
+
+    raw = make_raw_root(tmp_path / "raw", datasets_dir)
+    params = write_params(tmp_path / "params.yaml", raw, ["ckplus"])
+    home = tmp_path / "home"
+    shard_set = prepare(data_params(raw, sources=("ckplus",)), home)
+    first = shard_files(shard_set.path)[0]
+    pq.write_table(pq.read_table(first).slice(1), first)  # lose a row behind the manifest's back
+    resource = EmoflowConfig(params_path=str(params), home=str(home))
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            [emotionset_shards, *SHARD_CHECKS], resources={"emoflow": resource}, instance=instance, raise_on_error=False
+        )
+        evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert evaluations["shards_rows_conserved"] is False
+        assert not result.success
