@@ -1,17 +1,27 @@
 """The one Dagster ``Definitions`` for emoflow: `dagster dev -w workspace.yaml` loads this module."""
 
-from __future__ import annotations
-
 from dagster import Definitions
 
 from assets.checks import SHARD_CHECKS
 from assets.data_assets import emotionset_shards, staged_source
-from assets.jobs import prepare_emotionset_job, stage_sources_job
-from assets.resources import EmoflowConfig
+from assets.jobs import ablation_job, prepare_emotionset_job, stage_sources_job, train_and_evaluate_job
+from assets.model_assets import EVALUATE_ASSETS, TRAIN_ASSETS, ablation_table, mnist_digits
+from assets.resources import EmoflowConfig, default_params_path
+from assets.schedules import retrain_schedule
+from assets.sensors import new_shards_sensor
+from assets.tracking import MlflowTracking
+from pipelines.params import load_params
+
+_tracking = load_params(default_params_path()).tracking
 
 defs = Definitions(
-    assets=[staged_source, emotionset_shards],
+    assets=[staged_source, emotionset_shards, mnist_digits, *TRAIN_ASSETS, *EVALUATE_ASSETS, ablation_table],
     asset_checks=SHARD_CHECKS,
-    jobs=[stage_sources_job, prepare_emotionset_job],
-    resources={"emoflow": EmoflowConfig()},
+    jobs=[stage_sources_job, prepare_emotionset_job, train_and_evaluate_job, ablation_job],
+    schedules=[retrain_schedule],
+    sensors=[new_shards_sensor],
+    resources={
+        "emoflow": EmoflowConfig(),
+        "mlflow_tracking": MlflowTracking(tracking_uri=_tracking.uri or "", experiment=_tracking.experiment),
+    },
 )

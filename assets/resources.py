@@ -23,6 +23,9 @@ class EmoflowConfig(ConfigurableResource):
     home: str = ""
     raw_root: str = ""
     sources: list[str] = []
+    mnist_root: str = ""
+    max_steps: int = 0  # > 0 overrides params train.max_steps (quick runs: `emoflow run --max-steps`)
+    progress_bars: bool = False  # tqdm on the terminal (the CLI turns it on)
 
     def params(self) -> Params:
         return load_params(self.params_path or default_params_path())
@@ -41,3 +44,9 @@ class EmoflowConfig(ConfigurableResource):
 
     def shards_root(self) -> Path:
         return self.home_path() / "shards"
+
+    def mnist_root_path(self) -> Path:
+        return Path(self.mnist_root).resolve() if self.mnist_root else self.params().mnist.root_path()
+
+    def train_overrides(self) -> dict:
+        return {"max_steps": self.max_steps} if self.max_steps > 0 else {}

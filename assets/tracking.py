@@ -104,15 +104,30 @@ class MlflowTracking(ConfigurableResource):
         import mlflow.pytorch
 
         name = registered_name(variant)
-        with mlflow.start_run(run_id=run_id, nested=False):
-            info = mlflow.pytorch.log_model(
-                model.cpu(),
-                name="model",
-                serialization_format="pickle",
-                registered_model_name=name,
-                pip_requirements=_PIP_REQUIREMENTS,
-                await_registration_for=60,
-            )
+        # Module.cpu() moves the caller's model in place: log it from the CPU, then put it back where it was
+        # (a model still training on the GPU must not come back on the CPU).
+        first_param = next(model.parameters(), None)
+        device = first_param.device if first_param is not None else None
+        # Inside ``with tracking.start_run(...) as run`` that run is already active: MLflow refuses to start it
+        # again ("Run with UUID ... is already active"), so log into it as it is.
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            run_context = contextlib.nullcontext(active)
+        else:
+            run_context = mlflow.start_run(run_id=run_id, nested=active is not None)
+        try:
+            with run_context:
+                info = mlflow.pytorch.log_model(
+                    model.cpu(),
+                    name="model",
+                    serialization_format="pickle",
+                    registered_model_name=name,
+                    pip_requirements=_PIP_REQUIREMENTS,
+                    await_registration_for=60,
+                )
+        finally:
+            if device is not None:
+                model.to(device)
         client = self.client()
         version = str(info.registered_model_version)
         for key, value in tags.items():

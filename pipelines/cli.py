@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     v = shards.add_parser("validate", help="run the Great Expectations suites on a shard set")
     v.add_argument("dir")
     v.set_defaults(func=cmd_shards_validate)
+
+    # Commands from layers above this one (training, MLflow, Dagster runs) register themselves through the
+    # ``emoflow.commands`` entry point group, so this module never imports them.
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group="emoflow.commands"), key=lambda e: e.name):
+        entry.load()(sub)
     return parser
 
 

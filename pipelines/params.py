@@ -116,10 +116,59 @@ class DataParams:
         return {"seed": self.seed, "splits": dict(self.splits), "folds": self.folds}
 
 
+ABLATION_VARIANTS = ("glow", "glow_svd", "bplf_3x3", "bplf_3x3_1x1", "bplf_3x3_svd", "bplf_3x3_1x1_svd")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Which flows to build (flowmodels.build_model) and with what hyper-parameters."""
+
+    variant: str = "bplf_3x3_svd"
+    variants: tuple[str, ...] = ABLATION_VARIANTS
+    conditional: bool = True
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    temperatures: tuple[float, ...] = (0.5, 0.7, 1.0)
+    samples_per_class: int = 8
+    tsne_points: int = 1000
+    batch_size: int = 128
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MnistParams:
+    root: str = "data/raw/mnist"
+
+    def root_path(self) -> Path:
+        root = Path(self.root)
+        return root if root.is_absolute() else PROJECT_ROOT / root
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    uri: str | None = None
+    experiment: str = "emoflow"
+
+
+@dataclass(frozen=True)
+class RetrainParams:
+    cron: str = "0 3 * * 1"
+    variants: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
-    raw: dict[str, Any] = field(default_factory=dict)  # the whole YAML, for sections other layers own
+    model: ModelParams = field(default_factory=ModelParams)
+    train: dict[str, Any] = field(default_factory=dict)  # flowmodels.training.TrainConfig.from_mapping checks it
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    mnist: MnistParams = field(default_factory=MnistParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+    retrain: RetrainParams = field(default_factory=RetrainParams)
+    raw: dict[str, Any] = field(default_factory=dict)  # the whole YAML
     path: Path | None = None
 
 
@@ -184,9 +233,28 @@ def load_params(path: str | os.PathLike | None = None) -> Params:
     raw = yaml.safe_load(p.read_text()) or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{p}: expected a mapping at the top level")
+    unknown = sorted(set(raw) - {"data", "model", "train", "evaluate", "mnist", "tracking", "retrain"})
+    if unknown:
+        raise ParamsError(f"{p}: unknown top-level section(s) {unknown}")
     data = _build(DataParams, raw.get("data"), "data")
     _validate(data)
-    return Params(data=data, raw=raw, path=p.resolve())
+    model = _build(ModelParams, raw.get("model"), "model")
+    if model.variant not in model.variants:
+        raise ParamsError(f"model.variant {model.variant!r} must be one of model.variants {list(model.variants)}")
+    retrain = _build(RetrainParams, raw.get("retrain"), "retrain")
+    if len(retrain.cron.split()) != 5:
+        raise ParamsError(f"retrain.cron must be a 5-field cron expression, got {retrain.cron!r}")
+    return Params(
+        data=data,
+        model=model,
+        train=dict(raw.get("train") or {}),
+        evaluate=_build(EvaluateParams, raw.get("evaluate"), "evaluate"),
+        mnist=_build(MnistParams, raw.get("mnist"), "mnist"),
+        tracking=_build(TrackingParams, raw.get("tracking"), "tracking"),
+        retrain=retrain,
+        raw=raw,
+        path=p.resolve(),
+    )
 
 
 def emoflow_home() -> Path:
