@@ -44,6 +44,7 @@ def _resources(args, home: Path, progress: bool = True) -> dict:
             raw_root=str(Path(args.raw_root).resolve()) if getattr(args, "raw_root", None) else "",
             sources=sources,
             max_steps=getattr(args, "max_steps", None) or 0,
+            shards=str(Path(args.shards).resolve()) if getattr(args, "shards", None) else "",
             progress_bars=progress,
         ),
         "mlflow_tracking": MlflowTracking(tracking_uri=tracking.uri or "", experiment=tracking.experiment, home=str(home)),
@@ -155,8 +156,16 @@ def cmd_train(args) -> int:
     if not result.success:
         return _fail(result, f"training {variant}")
     meta = result.asset_materializations_for_node(f"train_{variant}")[0].metadata
-    print(json.dumps({k: v.value for k, v in meta.items() if k != "bits_per_dim_curve"}, indent=2, default=str))
+    summary = {k: v.value for k, v in meta.items() if k != "bits_per_dim_curve"}
+    _write_json(args.summary_out, {k: summary[k] for k in ("steps", "train_bpd", "val_bpd", "images_per_s", "skipped_steps", "model_version")})
+    print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def _write_json(path: str | None, obj) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def cmd_evaluate(args) -> int:
@@ -168,9 +177,35 @@ def cmd_evaluate(args) -> int:
     result = _materialize([VARIANT_ASSETS[variant][1]], resources, _dagster_instance(home), partition_key=args.dataset)
     if not result.success:
         return _fail(result, f"evaluating {variant}")
-    meta = result.asset_materializations_for_node(f"evaluate_{variant}")[0].metadata
-    print(json.dumps({k: v.value for k, v in meta.items() if not k.startswith("figure_")}, indent=2, default=str))
+    meta = {k: v.value for k, v in result.asset_materializations_for_node(f"evaluate_{variant}")[0].metadata.items() if not k.startswith("figure_")}
+    _write_json(args.metrics_out, {k: v for k, v in meta.items() if k.startswith("test_") and isinstance(v, float)} | {"promoted": meta["promoted"]})
+    if args.plots_dir:
+        _write_plots(Path(args.plots_dir), resources["mlflow_tracking"], meta["mlflow_run_id"])
+    print(json.dumps(meta, indent=2, default=str))
     return 0
+
+
+def _write_plots(plots: Path, tracking, run_id: str) -> None:
+    """DVC plots: the training bits/dim curve and the test confusion matrix (one row per test image)."""
+    import csv
+
+    plots.mkdir(parents=True, exist_ok=True)
+    client = tracking.client()
+    history = client.get_metric_history(run_id, "train.bpd")
+    with open(plots / "bpd_curve.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "bpd"])
+        writer.writerows([m.step, m.value] for m in sorted(history, key=lambda m: m.step))
+    local = Path(client.download_artifacts(run_id, "evaluation/confusion.json", str(plots)))
+    confusion = json.loads(local.read_text())
+    local.unlink()
+    with open(plots / "confusion.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        classes = confusion["classes"]
+        for i, row in enumerate(confusion["confusion"]):
+            for j, count in enumerate(row):
+                writer.writerows([classes[i], classes[j]] for _ in range(int(count)))
 
 
 def load_model(args, home: Path):
@@ -285,8 +320,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--dataset", default="emotionset", choices=["emotionset", "mnist"])
         p.add_argument("--sources", default=None)
         p.add_argument("--raw-root", default=None)
+        p.add_argument("--shards", default=None, help="a shard set or shards root (default: the latest emotionset_shards)")
         if name == "train":
             p.add_argument("--max-steps", type=int, default=None)
+            p.add_argument("--summary-out", default=None, help="also write the training figures to this JSON file")
+        else:
+            p.add_argument("--metrics-out", default=None, help="also write the test metrics to this JSON file (DVC metrics)")
+            p.add_argument("--plots-dir", default=None, help="also write bpd_curve.csv and confusion.csv here (DVC plots)")
         p.set_defaults(func=func)
 
     for name, func, what in (("sample", cmd_sample, "a PNG grid of samples for an emotion"), ("classify", cmd_classify, "emotion probabilities for image files, as JSON")):

@@ -27,7 +27,7 @@ from dagster import (
 )
 
 from assets.data_assets import emotionset_shards
-from assets.lineage import latest_partition_metadata, latest_shard_set
+from assets.lineage import ShardSetRecord, latest_partition_metadata, latest_shard_set
 from assets.resources import EmoflowConfig, default_params_path
 from assets.tracking import CHAMPION, MlflowTracking
 from pipelines.labels import EMOTIONS
@@ -87,7 +87,13 @@ def resolve_training_data(context: AssetExecutionContext, emoflow: EmoflowConfig
     from flowmodels.data import load_mnist_split, load_shard_split
 
     if dataset == "emotionset":
-        record = latest_shard_set(context.instance)
+        if emoflow.shards:  # named explicitly (DVC's stages, `emoflow train --shards`)
+            from pipelines.prepare import resolve_shard_set
+
+            path = resolve_shard_set(Path(emoflow.shards))
+            record = ShardSetRecord(path, json.loads((path / "manifest.json").read_text())["version"], "")
+        else:
+            record = latest_shard_set(context.instance)
         if record is None:
             raise RuntimeError("no EmotionSet shards materialized yet: materialize emotionset_shards first")
         sources = emoflow.enabled_sources()

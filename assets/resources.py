@@ -24,6 +24,7 @@ class EmoflowConfig(ConfigurableResource):
     raw_root: str = ""
     sources: list[str] = []
     mnist_root: str = ""
+    shards: str = ""  # a shard set (or shards root) to train on instead of the instance's latest emotionset_shards
     max_steps: int = 0  # > 0 overrides params train.max_steps (quick runs: `emoflow run --max-steps`)
     progress_bars: bool = False  # tqdm on the terminal (the CLI turns it on)
 

@@ -160,8 +160,10 @@ class MlflowTracking(ConfigurableResource):
         client = self.client()
         name = registered_name(variant)
         champion = self.version_by_alias(variant, CHAMPION)
-        if champion is not None and champion.version == str(version):
-            decision = PromotionDecision(variant, str(version), True, candidate_bpd, champion.version, champion_bpd, test_split, "already champion")
+        # MLflow 3 reports ModelVersion.version as an int: compare (and record) versions as strings.
+        champion_version = str(champion.version) if champion is not None else None
+        if champion_version == str(version):
+            decision = PromotionDecision(variant, str(version), True, candidate_bpd, champion_version, champion_bpd, test_split, "already champion")
         elif champion is None:
             decision = PromotionDecision(variant, str(version), True, candidate_bpd, None, None, test_split, "no champion yet")
         else:
@@ -173,10 +175,10 @@ class MlflowTracking(ConfigurableResource):
                 str(version),
                 better,
                 candidate_bpd,
-                champion.version,
+                champion_version,
                 champion_bpd,
                 test_split,
-                f"test bits/dim {candidate_bpd:.4f} {'<' if better else '>='} champion v{champion.version}'s {champion_bpd:.4f}",
+                f"test bits/dim {candidate_bpd:.4f} {'<' if better else '>='} champion v{champion_version}'s {champion_bpd:.4f}",
             )
         if decision.promoted:
             client.set_registered_model_alias(name, CHAMPION, str(version))
