@@ -23,4 +23,5 @@ run: install
 	$(BIN)/emoflow prepare --raw-root $(RAW_ROOT)
 
 test: install
+	bash tests/browser/install_chromium.sh
 	$(BIN)/python -m pytest

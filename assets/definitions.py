@@ -1,6 +1,6 @@
 """The one Dagster ``Definitions`` for emoflow: `dagster dev -w workspace.yaml` loads this module."""
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from assets.checks import SHARD_CHECKS
 from assets.data_assets import emotionset_shards, staged_source
@@ -20,6 +20,9 @@ defs = Definitions(
     jobs=[stage_sources_job, prepare_emotionset_job, train_and_evaluate_job, ablation_job],
     schedules=[retrain_schedule],
     sensors=[new_shards_sensor],
+    # One process per run: a subprocess per step re-imports torch/GX (10-20 s each) for no gain on one machine.
+    # Scale out with Dagster's Celery or Kubernetes executors instead (see the README).
+    executor=in_process_executor,
     resources={
         "emoflow": EmoflowConfig(),
         "mlflow_tracking": MlflowTracking(tracking_uri=_tracking.uri or "", experiment=_tracking.experiment),

@@ -284,7 +284,7 @@ def build_variant_assets(variant: str):
         client.set_model_version_tag(registered, version, "eval.test_bpd", f"{report.metrics['test_bpd']:.6f}")
         champion = mlflow_tracking.version_by_alias(name, CHAMPION)
         champion_bpd = None
-        if champion is not None and champion.version != version:
+        if champion is not None and str(champion.version) != str(version):  # MLflow gives versions as int
             if champion.tags.get("eval.test_split") == split_key and champion.tags.get("eval.test_bpd"):
                 champion_bpd = float(champion.tags["eval.test_bpd"])
             else:  # scored on another split: score it on this one, so the comparison is like for like

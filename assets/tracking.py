@@ -40,14 +40,17 @@ class PromotionDecision:
     reason: str
 
     def as_tags(self) -> dict[str, str]:
-        return {
+        tags = {
             "promotion.decision": "champion" if self.promoted else "candidate",
             "promotion.reason": self.reason,
             "promotion.test_split": self.test_split,
             "promotion.candidate_test_bpd": f"{self.candidate_bpd:.6f}",
-            "promotion.champion_version": self.champion_version or "",
-            "promotion.champion_test_bpd": "" if self.champion_bpd is None else f"{self.champion_bpd:.6f}",
         }
+        if self.champion_version is not None:  # no champion before: no empty tags
+            tags["promotion.champion_version"] = self.champion_version
+        if self.champion_bpd is not None:
+            tags["promotion.champion_test_bpd"] = f"{self.champion_bpd:.6f}"
+        return tags
 
 
 class MlflowTracking(ConfigurableResource):
