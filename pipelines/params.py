@@ -45,8 +45,9 @@ class FaceParams:
     detector: str = "mtcnn"
     fallback: str | None = "haar"
     detect_precropped: bool = False
-    margin: float = 0.25
+    margin: float = 0.05
     min_score: float = 0.9
+    min_face_fraction: float = 0.12
     batch_size: int = 32
     device: str = "auto"
 
@@ -212,6 +213,8 @@ def _validate(data: DataParams) -> None:
         raise ParamsError(f"data.svd.energy must be in (0, 1], got {data.svd.energy}")
     if data.svd.rank is not None and data.svd.rank < 1:
         raise ParamsError(f"data.svd.rank must be >= 1, got {data.svd.rank}")
+    if not 0 < data.faces.min_face_fraction <= 1:
+        raise ParamsError(f"data.faces.min_face_fraction must be in (0, 1], got {data.faces.min_face_fraction}")
     if data.fer2013.layout not in ("auto", "csv", "images"):
         raise ParamsError(f"data.fer2013.layout must be auto, csv or images, got {data.fer2013.layout!r}")
     bad_dirs = sorted(set(data.source_dirs) - set(KNOWN_SOURCES))
