@@ -6,6 +6,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 RAW_ROOT ?= data/raw
+RUN_STEPS ?= 200
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DVC_NO_ANALYTICS ?= 1
 export GX_ANALYTICS_ENABLED ?= false
@@ -20,7 +21,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 install: $(VENV)/.installed
 
 run: install
-	$(BIN)/emoflow prepare --raw-root $(RAW_ROOT)
+	$(BIN)/emoflow run --raw-root $(RAW_ROOT) --max-steps $(RUN_STEPS)
 
 test: install
 	bash tests/browser/install_chromium.sh
