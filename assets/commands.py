@@ -110,7 +110,7 @@ def cmd_run(args) -> int:
     artifacts = _run_artifacts_dir(tracking, run_id)
     summary = {
         "shard_version": shard_meta["version"].value,
-        "shards": str(shard_meta["path"].value),
+        "shards": str(shard_meta["shard_set_path"].value),
         "rows": shard_meta["rows"].value,
         "variant": variant,
         "mlflow_run_id": run_id,

@@ -46,7 +46,7 @@ def staged_source(context: AssetExecutionContext, emoflow: EmoflowConfig) -> Mat
         metadata={
             "version": staged.version,
             "reused": staged.reused,
-            "path": MetadataValue.path(str(staged.path)),
+            "staged_path": MetadataValue.path(str(staged.path)),
             "rows_in": m["rows_in"],
             "rows_out": m["rows_out"],
             "rows_quarantined": sum(m["quarantined"].values()),
@@ -77,7 +77,8 @@ def emotionset_shards(context: AssetExecutionContext, emoflow: EmoflowConfig) ->
         metadata={
             "version": shard_set.version,
             "reused": shard_set.reused,
-            "path": MetadataValue.path(str(shard_set.path)),
+            # not "path": the IO manager records its own pickle's location under that key
+            "shard_set_path": MetadataValue.path(str(shard_set.path)),
             "rows": m["rows"],
             "rows_in": m["rows_in"],
             "rows_quarantined": m["quarantined_rows"],

@@ -27,7 +27,7 @@ def latest_shard_set(instance: DagsterInstance) -> ShardSetRecord | None:
     if event is None or event.asset_materialization is None:
         return None
     metadata = event.asset_materialization.metadata
-    return ShardSetRecord(Path(str(metadata["path"].value)), str(metadata["version"].value), event.run_id)
+    return ShardSetRecord(Path(str(metadata["shard_set_path"].value)), str(metadata["version"].value), event.run_id)
 
 
 def shard_checks_passed(instance: DagsterInstance, shard_set: ShardSetRecord) -> tuple[bool, str]:
