@@ -108,10 +108,10 @@ def resolve_training_data(context: AssetExecutionContext, emoflow: EmoflowConfig
 
     def load_mnist(split, column):
         if split == "test":
-            return load_mnist_split(root, "test", pad_to=MNIST_SIDE)
-        full = load_mnist_split(root, "train", pad_to=MNIST_SIDE)
+            return load_mnist_split(root, "test", pad_to=MNIST_SIDE, column=column)
+        full = load_mnist_split(root, "train", pad_to=MNIST_SIDE, column=column)
         part = slice(None, -MNIST_VAL_IMAGES) if split == "train" else slice(-MNIST_VAL_IMAGES, None)
-        return type(full)(full.images[part], full.labels[part], f"mnist/{split}", full.class_names)
+        return full.subset(part, name=f"mnist/{split}")
 
     return TrainingData(dataset, version, str(root), (1, MNIST_SIDE, MNIST_SIDE), load_mnist)
 
@@ -136,8 +136,7 @@ def build_variant_assets(variant: str):
         f"MLflow and register it with alias 'candidate'. Skipped when nothing that shapes the model changed.",
     )
     def train_asset(context: AssetExecutionContext, emoflow: EmoflowConfig, mlflow_tracking: MlflowTracking) -> Output:
-        from flowmodels import build_model
-        from flowmodels.training import TrainConfig, train
+        from flowmodels.training import TrainConfig, build_seeded_model, train
 
         dataset = context.partition_key
         data = resolve_training_data(context, emoflow, dataset)
@@ -160,7 +159,7 @@ def build_variant_assets(variant: str):
             context.log.info(f"{variant}/{dataset}: nothing changed since run {previous['run_id']}: not training again")
             return Output(previous, metadata=_train_metadata(previous, reused=True), data_version=DataVersion(key))
 
-        model = build_model(**{**spec, "image_shape": tuple(spec["image_shape"])})
+        model = build_seeded_model(config.seed, **{**spec, "image_shape": tuple(spec["image_shape"])})
         column = model.pixel_column
         train_set, val_set = data.split("train", column), data.split("val", column)
         tags = {
@@ -261,7 +260,7 @@ def build_variant_assets(variant: str):
             test_set,
             temperatures=tuple(params.evaluate.temperatures),
             samples_per_class=params.evaluate.samples_per_class,
-            history=trained["result"]["history"],
+            history=trained["result"],  # train and validation curves
             seed=params.evaluate.seed,
             batch_size=params.evaluate.batch_size,
             tsne_points=params.evaluate.tsne_points,
