@@ -67,10 +67,12 @@ def _fail(result, what: str) -> int:
     return 1
 
 
-def _materialize(assets_defs, resources, instance, partition_key=None):
+def _materialize(assets_defs, resources, instance, partition_key=None, selection=None):
     from dagster import materialize
 
-    return materialize(assets_defs, resources=resources, instance=instance, partition_key=partition_key, raise_on_error=False)
+    return materialize(
+        assets_defs, resources=resources, instance=instance, partition_key=partition_key, selection=selection, raise_on_error=False
+    )
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -174,7 +176,11 @@ def cmd_evaluate(args) -> int:
     variant = _variant(args)
     from assets.model_assets import VARIANT_ASSETS
 
-    result = _materialize([VARIANT_ASSETS[variant][1]], resources, _dagster_instance(home), partition_key=args.dataset)
+    train_asset, evaluate_asset = VARIANT_ASSETS[variant]
+    # the training asset rides along (not run) so its last output can be loaded as the evaluation's input
+    result = _materialize(
+        [train_asset, evaluate_asset], resources, _dagster_instance(home), partition_key=args.dataset, selection=[evaluate_asset]
+    )
     if not result.success:
         return _fail(result, f"evaluating {variant}")
     meta = {k: v.value for k, v in result.asset_materializations_for_node(f"evaluate_{variant}")[0].metadata.items() if not k.startswith("figure_")}

@@ -1,6 +1,7 @@
 """Data assets: raw datasets → staged source rows (partitioned by source) → the versioned EmotionSet shards."""
 
 import json
+import time
 
 from dagster import (
     AssetExecutionContext,
@@ -19,14 +20,35 @@ from pipelines.prepare import assemble_emotionset, stage_source
 # Partitions are the sources enabled in params.yaml when the definitions load.
 SOURCE_PARTITIONS = StaticPartitionsDefinition(list(load_params(default_params_path()).data.sources))
 
-def _progress_logger(context: AssetExecutionContext):
-    def log(event: dict) -> None:
-        context.log.info(
-            f"{event['source']}: {event['rows_in']} rows read, {event['rows_out']} kept, "
-            f"{event['quarantined']} quarantined ({event['seconds']} s)"
-        )
+LOG_EVERY_SECONDS = 5.0  # the Dagster run log hears about a running source this often (and when it ends)
 
-    return log
+
+class _Progress:
+    """Per-source progress in the Dagster run log (throttled) and, when the CLI asks, tqdm bars on the terminal."""
+
+    def __init__(self, context: AssetExecutionContext, emoflow: EmoflowConfig):
+        self._context = context
+        self._last: dict[str, float] = {}
+        self._bars = None
+        if emoflow.progress_bars:
+            from pipelines.progress import SourceProgressBars
+
+            self._bars = SourceProgressBars()
+
+    def __call__(self, event: dict) -> None:
+        if self._bars is not None:
+            self._bars(event)
+        now = time.monotonic()
+        if event.get("done") or now - self._last.get(event["source"], 0.0) >= LOG_EVERY_SECONDS:
+            self._last[event["source"]] = now
+            self._context.log.info(
+                f"{event['source']}: {event['rows_in']} rows read, {event['rows_out']} kept, "
+                f"{event['quarantined']} quarantined ({event['seconds']} s)"
+            )
+
+    def close(self) -> None:
+        if self._bars is not None:
+            self._bars.close()
 
 def _counts_table(counts: dict) -> str:
     return "| key | rows |\n|---|---:|\n" + "\n".join(f"| {k} | {v} |" for k, v in counts.items())
@@ -40,7 +62,11 @@ def _counts_table(counts: dict) -> str:
 )
 def staged_source(context: AssetExecutionContext, emoflow: EmoflowConfig) -> MaterializeResult:
     source = context.partition_key
-    staged = stage_source(source, emoflow.data(), emoflow.home_path(), on_progress=_progress_logger(context))
+    progress = _Progress(context, emoflow)
+    try:
+        staged = stage_source(source, emoflow.data(), emoflow.home_path(), on_progress=progress)
+    finally:
+        progress.close()
     m = staged.manifest
     return MaterializeResult(
         metadata={
@@ -68,8 +94,11 @@ def staged_source(context: AssetExecutionContext, emoflow: EmoflowConfig) -> Mat
 def emotionset_shards(context: AssetExecutionContext, emoflow: EmoflowConfig) -> Output[str]:
     data = emoflow.data()
     home = emoflow.home_path()
-    log = _progress_logger(context)
-    staged = [stage_source(s, data, home, on_progress=log) for s in emoflow.enabled_sources()]
+    progress = _Progress(context, emoflow)
+    try:
+        staged = [stage_source(s, data, home, on_progress=progress) for s in emoflow.enabled_sources()]
+    finally:
+        progress.close()
     shard_set = assemble_emotionset(staged, data, emoflow.shards_root())
     m = shard_set.manifest
     return Output(

@@ -334,6 +334,8 @@ def _train_metadata(out: dict, reused: bool) -> dict:
         "images_per_s": float(result["images_per_s"]),
         "skipped_steps": result["skipped_steps"],
         "stopped_by": result["stopped_by"],
+        # -1: started from scratch (Dagster metadata has no null); else the checkpoint step it resumed from
+        "resumed_from_step": -1 if result.get("resumed_from_step") is None else int(result["resumed_from_step"]),
         "device": result["device"],
         "bits_per_dim_curve": MetadataValue.md(curve),
         "checkpoint": MetadataValue.path(out["checkpoint"]),

@@ -25,36 +25,14 @@ def _sources(arg: str | None, default) -> list[str]:
     return [s.strip() for s in arg.split(",") if s.strip()]
 
 
-class _ProgressBars:
-    """One tqdm bar per source, fed by the pipeline's progress callback."""
-
-    def __init__(self):
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self._bars = {}
-
-    def __call__(self, event: dict) -> None:
-        source = event["source"]
-        bar = self._bars.get(source)
-        if bar is None:
-            bar = self._bars[source] = self._tqdm(desc=f"{source:8s}", unit="img", file=sys.stderr, dynamic_ncols=True)
-        bar.n = event["rows_in"]
-        bar.set_postfix(out=event["rows_out"], quarantined=event["quarantined"], refresh=False)
-        bar.refresh()
-
-    def close(self):
-        for bar in self._bars.values():
-            bar.close()
-
-
 def cmd_prepare(args) -> int:
     from pipelines.prepare import prepare
+    from pipelines.progress import SourceProgressBars
 
     _, data = _data_params(args)
     sources = _sources(args.sources, data.sources)
     home = emoflow_home()
-    bars = _ProgressBars()
+    bars = SourceProgressBars()
     try:
         shard_set = prepare(data, home, sources, Path(args.out) if args.out else None, on_progress=bars)
     finally:

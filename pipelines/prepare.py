@@ -219,7 +219,7 @@ def stage_source(
             rows_in += 1
             yield item
 
-    def report():
+    def report(done: bool = False):
         if on_progress is not None:
             on_progress(
                 {
@@ -228,6 +228,7 @@ def stage_source(
                     "rows_out": rows_writer.rows + len(rows_writer._buffer),
                     "quarantined": sum(quarantined.values()),
                     "seconds": round(time.monotonic() - started, 1),
+                    "done": done,
                 }
             )
 
@@ -269,7 +270,7 @@ def stage_source(
                 detectors[row["detector"]] += 1
         rows_writer.close()
         quarantine_writer.close()
-        report()
+        report(done=True)
 
         rows_out = rows_writer.rows
         total_quarantined = sum(quarantined.values())

@@ -1,4 +1,5 @@
-"""`dvc repro` in a temporary copy of the project builds the same shard version as the Python/Dagster path."""
+"""`dvc repro` in a temporary copy of the project: prepare → train → evaluate end to end (tiny model), the same
+shard version as the Python/Dagster path, metrics and plots that `dvc metrics show` / `dvc plots show` read."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.params import load_params
 from pipelines.prepare import prepare
 
-from fixtures.rawroots import data_params, make_raw_root
+from fixtures.rawroots import make_raw_root
+from fixtures.tiny_params import write_tiny_params
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +38,9 @@ def copy_project(target: Path) -> Path:
 
 
 def dvc_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("EMOFLOW_HOME", "EMOFLOW_PARAMS")}
+    # the copy's own params.yaml and data/ home, and its own MLflow store under data/
+    drop = ("EMOFLOW_HOME", "EMOFLOW_PARAMS", "DAGSTER_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
     return env
@@ -49,27 +54,37 @@ def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def test_dvc_repro_builds_the_same_version_as_python(tmp_path, datasets_dir):
+def test_dvc_repro_runs_prepare_train_evaluate(tmp_path, datasets_dir):
     raw = make_raw_root(tmp_path / "raw", datasets_dir)
     project = copy_project(tmp_path / "project")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"]["raw_root"] = str(raw)
-    params["data"]["sources"] = ["ckplus"]
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_tiny_params(project / "params.yaml", raw, ["ckplus"], max_steps=20)
 
-    dvc(project, "repro", "prepare")
-    summary = json.loads((project / "data" / "shards-summary.json").read_text())
+    dvc(project, "repro")
+    data = project / "data"
+    summary = json.loads((data / "shards-summary.json").read_text())
     assert summary["rows"] == 927 and summary["quarantined"] == {"ckplus": {"label_outside_scheme": 54}}
-    assert (project / "data" / "shards" / summary["version"] / "manifest.json").exists()
+    assert (data / "shards" / summary["version"] / "manifest.json").exists()
     assert (project / "dvc.lock").exists()
+    python_built = prepare(load_params(project / "params.yaml").data, tmp_path / "home")
+    assert python_built.version == summary["version"]  # same params and raw data, same version, whichever path
 
-    python_built = prepare(data_params(raw, sources=("ckplus",)), tmp_path / "home")
-    assert python_built.version == summary["version"]
+    trained = json.loads((data / "metrics" / "train.json").read_text())
+    assert trained["steps"] == 20 and trained["model_version"] == "1"
+    metrics = json.loads((data / "metrics.json").read_text())
+    assert 1.0 < metrics["test_bpd"] < 8.0 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    curve = (data / "plots" / "bpd_curve.csv").read_text().splitlines()
+    assert curve[0] == "step,bpd" and len(curve) > 3
+    confusion = (data / "plots" / "confusion.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) - 1 == int(metrics["test_images"])
+    assert (data / "mlflow.db").exists() and (data / "dagster").is_dir()
 
-    again = dvc(project, "repro", "prepare")
+    again = dvc(project, "repro")
     assert "didn't change" in again.stdout or "skipping" in again.stdout.lower()
-    status = dvc(project, "status", "prepare")
+    status = dvc(project, "status")
     assert "up to date" in status.stdout.lower() or status.stdout.strip() == ""
 
-    metrics = dvc(project, "metrics", "show")
-    assert "rows" in metrics.stdout and "927" in metrics.stdout
+    shown = dvc(project, "metrics", "show")
+    for expected in ("data/metrics.json", "test_bpd", f"{metrics['test_bpd']:.5f}"[:6], "rows", "927"):
+        assert expected in shown.stdout, shown.stdout
+    plots = dvc(project, "plots", "show", "--json")
+    assert "data/plots/bpd_curve.csv" in plots.stdout and "data/plots/confusion.csv" in plots.stdout

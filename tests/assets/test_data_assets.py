@@ -84,10 +84,27 @@ def test_blocking_check_failure_fails_the_run(tmp_path, datasets_dir):
     first = shard_files(shard_set.path)[0]
     pq.write_table(pq.read_table(first).slice(1), first)  # lose a row behind the manifest's back
     resource = EmoflowConfig(params_path=str(params), home=str(home))
-    with DagsterInstance.ephemeral() as instance:
+    (tmp_path / "dagster").mkdir()
+    # a persistent instance: schedule contexts need an instance reference, which an ephemeral one lacks
+    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
         result = materialize(
             [emotionset_shards, *SHARD_CHECKS], resources={"emoflow": resource}, instance=instance, raise_on_error=False
         )
         evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert evaluations["shards_rows_conserved"] is False
         assert not result.success
+
+        # retraining waits for shards whose blocking checks passed: the sensor and the schedule stand down
+        from dagster import SkipReason, build_schedule_context, build_sensor_context
+
+        from assets.schedules import retrain_schedule
+        from assets.sensors import new_shards_sensor
+        from assets.tracking import MlflowTracking
+
+        resources = {"emoflow": resource, "mlflow_tracking": MlflowTracking(home=str(home))}
+        with build_sensor_context(instance=instance, resources=resources) as context:
+            skipped = new_shards_sensor(context)
+        assert isinstance(skipped, SkipReason) and shard_set.version in skipped.skip_message
+        assert "shards_rows_conserved" in skipped.skip_message
+        with build_schedule_context(instance=instance, resources=resources) as context:
+            assert isinstance(retrain_schedule(context), SkipReason)

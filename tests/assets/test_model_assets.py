@@ -1,0 +1,310 @@
+"""The whole graph end to end on real JAFFE + CK+48, tiny model, CPU: `emoflow run` through a real (persistent)
+Dagster instance and MLflow's SQLite store, then retraining, promotion both ways, reuse, the schedule and the
+sensor, an interrupted training that resumes, the `sample`/`classify` commands and `mlflow server`'s REST API.
+
+The module's tests share one EMOFLOW_HOME built by `emoflow run` (the README's main job) and run in file order:
+later tests add model versions to the registry the earlier ones inspected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dagster import DagsterInstance, RunRequest, SkipReason, build_schedule_context, build_sensor_context, materialize
+from PIL import Image
+
+from assets.resources import EmoflowConfig
+from assets.tracking import CANDIDATE, CHAMPION, MlflowTracking
+from pipelines.labels import EMOTIONS
+from pipelines.params import PROJECT_ROOT
+
+from browser.browser_support import base_env, free_port, start_server
+from fixtures.rawroots import make_raw_root
+from fixtures.tiny_params import write_tiny_params
+
+VARIANT = "bplf_3x3_svd"  # params model.variant: what `emoflow run` trains
+REGISTERED = f"emoflow-{VARIANT}"
+EMOFLOW = Path(sys.executable).parent / "emoflow"
+
+
+def cli_env(world: dict) -> dict[str, str]:
+    env = base_env(EMOFLOW_HOME=str(world["home"]), EMOFLOW_PARAMS=str(world["params"]), DAGSTER_HOME=str(world["dagster_home"]))
+    # mlflow.set_tracking_uri() in this process exports MLFLOW_TRACKING_URI: the commands must find their store
+    # from EMOFLOW_HOME, as a user's would
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(name, None)
+    return env
+
+
+def emoflow_cli(world: dict, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [str(EMOFLOW), *args],
+        cwd=PROJECT_ROOT,
+        env=cli_env(world),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert proc.returncode == 0, f"emoflow {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, datasets_dir) -> dict:
+    """`emoflow run` once: shards from JAFFE + CK+48, the default variant trained, evaluated, registered."""
+    root = tmp_path_factory.mktemp("e2e")
+    raw = make_raw_root(root / "raw", datasets_dir)
+    (raw / "mnist").symlink_to(datasets_dir / "mnist")
+    home = root / "home"
+    world = {
+        "root": root,
+        "raw": raw,
+        "home": home,
+        "dagster_home": home / "dagster",
+        "params": write_tiny_params(root / "params.yaml", raw, ["jaffe", "ckplus"], max_steps=30),
+    }
+    proc = emoflow_cli(world, "run", "--params", str(world["params"]))
+    world["stdout"], world["stderr"] = proc.stdout, proc.stderr
+    world["run_id"] = re.search(r"^MLflow run id: (\w+)$", proc.stdout, re.M).group(1)
+    return world
+
+
+@pytest.fixture(scope="module")
+def resources(world) -> dict:
+    return {
+        "emoflow": EmoflowConfig(params_path=str(world["params"]), home=str(world["home"])),
+        "mlflow_tracking": MlflowTracking(home=str(world["home"])),
+    }
+
+
+@pytest.fixture(scope="module")
+def instance(world):
+    with DagsterInstance.from_config(str(world["dagster_home"])) as instance:
+        yield instance
+
+
+def aliases(tracking: MlflowTracking) -> dict[str, str]:
+    return {alias: str(v) for alias, v in tracking.client().get_registered_model(REGISTERED).aliases.items()}
+
+
+def train_and_evaluate(resources: dict, instance, max_steps: int):
+    from assets.model_assets import VARIANT_ASSETS
+
+    base = resources["emoflow"]
+    emoflow = EmoflowConfig(params_path=base.params_path, home=base.home, max_steps=max_steps)
+    result = materialize(
+        list(VARIANT_ASSETS[VARIANT]), resources={**resources, "emoflow": emoflow}, instance=instance, partition_key="emotionset"
+    )
+    assert result.success
+    train = {k: v.value for k, v in result.asset_materializations_for_node(f"train_{VARIANT}")[0].metadata.items()}
+    evaluation = {k: v.value for k, v in result.asset_materializations_for_node(f"evaluate_{VARIANT}")[0].metadata.items()}
+    return train, evaluation
+
+
+# ------------------------------------------------------------------------------------------------ emoflow run
+def test_run_prints_where_to_look(world):
+    out = world["stdout"]
+    assert re.search(rf"^model version: {REGISTERED} v1 \(champion: no champion yet\)$", out, re.M), out
+    assert re.search(r"^EmotionSet \w+: 1140 rows in ", out, re.M), out  # 213 JAFFE + 927 CK+48
+    for label in ("sample grid", "confusion matrix"):
+        path = Path(re.search(rf"^{label}:\s+(\S+)$", out, re.M).group(1))
+        with Image.open(path) as image:
+            assert image.format == "PNG" and min(image.size) > 48
+    assert re.search(r"^Dagster UI: +DAGSTER_HOME=\S+ \S*dagster dev -w workspace.yaml$", out, re.M), out
+    assert f"mlflow ui --backend-store-uri sqlite:///{world['home'] / 'mlflow.db'}" in out
+    # progress bars on the terminal (stderr): reading + face detection per source, then training steps
+    bars = (r"jaffe\s+read\+faces: 213img", r"ckplus\s+read\+faces: 981img", rf"train {VARIANT}: 100%.* 30/30")
+    for bar in bars:
+        assert re.search(bar, world["stderr"]), f"no progress bar like {bar!r}:\n{world['stderr'][-3000:]}"
+
+
+def test_run_without_datasets_names_the_layouts(world, tmp_path):
+    proc = emoflow_cli(world, "run", "--params", str(world["params"]), "--raw-root", str(tmp_path / "nothing"), check=False)
+    assert proc.returncode == 2
+    for expected in ("jaffe: expected at", "ckplus: expected at", "KA.AN1.39.tiff", "cohn-kanade-images", "Obtain: https://"):
+        assert expected in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ the MLflow run
+def test_mlflow_run_holds_tags_metrics_and_artifacts(world, resources, instance):
+    client = resources["mlflow_tracking"].client()
+    run = client.get_run(world["run_id"])
+    tags = run.data.tags
+    dagster_run = instance.get_run_by_id(tags["dagster.run_id"])
+    assert dagster_run is not None and dagster_run.is_success
+    assert tags["dagster.partition"] == "emotionset" and tags["emoflow.variant"] == VARIANT
+    shards = sorted(p for p in (world["home"] / "shards").iterdir() if (p / "manifest.json").exists())
+    assert tags["emoflow.shard_version"] == json.loads((shards[-1] / "manifest.json").read_text())["version"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == head
+
+    assert run.data.params["train.max_steps"] == "30" and run.data.params["model.hidden"] == "16"
+    curve = client.get_metric_history(run.info.run_id, "train.bpd")
+    assert len(curve) >= 5 and all(math.isfinite(m.value) for m in curve)
+    metrics = run.data.metrics
+    # a 30-step tiny flow: better than uniform noise over 256 levels (8 bits/dim), far from a trained model
+    assert 1.0 < metrics["test.test_bpd"] < 8.0
+    assert 0.0 <= metrics["test.accuracy"] <= 1.0
+    for emotion in EMOTIONS:
+        assert f"test.recall_{emotion}" in metrics
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    expected = {"samples_t0.7", "samples_t1.0", "confusion_matrix", "tsne", "transfer", "bpd_curve"}
+    assert {f"evaluation/{name}.png" for name in expected} <= artifacts
+    assert "evaluation/promotion.json" in artifacts and "evaluation/confusion.json" in artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "training")} == {"training/result.json"}
+
+
+def test_registered_version_aliases_and_champion_samples(world, resources):
+    tracking = resources["mlflow_tracking"]
+    assert aliases(tracking) == {CANDIDATE: "1", CHAMPION: "1"}
+    version = tracking.client().get_model_version(REGISTERED, "1")
+    assert version.run_id == world["run_id"]
+    assert version.tags["promotion.decision"] == "champion" and version.tags["promotion.reason"] == "no champion yet"
+    model = tracking.load_model(f"models:/{REGISTERED}@{CHAMPION}")
+    happy = model.sample(4, y=EMOTIONS.index("happiness"), temperature=0.7)
+    assert happy.shape == (4, 1, 48, 48) and bool(happy.isfinite().all())
+
+
+# ------------------------------------------------------------------------------------------------ retraining
+def test_nothing_changed_does_not_train_again(world, resources, instance):
+    versions_before = len(resources["mlflow_tracking"].client().search_model_versions(f"name='{REGISTERED}'"))
+    train, evaluation = train_and_evaluate(resources, instance, max_steps=30)  # the same as `emoflow run`
+    assert train["reused"] is True and train["mlflow_run_id"] == world["run_id"] and train["model_version"] == "1"
+    assert evaluation["promotion"] == "already champion"
+    assert len(resources["mlflow_tracking"].client().search_model_versions(f"name='{REGISTERED}'")) == versions_before
+
+
+def test_promotion_both_ways(world, resources, instance):
+    tracking = resources["mlflow_tracking"]
+    champion_bpd = float(tracking.client().get_model_version(REGISTERED, "1").tags["eval.test_bpd"])
+
+    # 2 steps: worse than the 30-step champion on the same test split -> stays candidate
+    train, evaluation = train_and_evaluate(resources, instance, max_steps=2)
+    assert train["reused"] is False and train["model_version"] == "2"
+    assert evaluation["test_bpd"] > champion_bpd and evaluation["promoted"] is False
+    assert aliases(tracking) == {CANDIDATE: "2", CHAMPION: "1"}
+    tags = tracking.client().get_model_version(REGISTERED, "2").tags
+    assert tags["promotion.decision"] == "candidate" and tags["promotion.champion_version"] == "1"
+    assert float(tags["promotion.champion_test_bpd"]) == pytest.approx(champion_bpd, abs=1e-6)
+
+    # 120 steps: better -> champion, and the comparison is recorded
+    train, evaluation = train_and_evaluate(resources, instance, max_steps=120)
+    assert train["model_version"] == "3"
+    assert evaluation["test_bpd"] < champion_bpd and evaluation["promoted"] is True
+    assert evaluation["champion_version_before"] == "1"
+    assert aliases(tracking) == {CANDIDATE: "3", CHAMPION: "3"}
+    assert "<" in tracking.client().get_model_version(REGISTERED, "3").tags["promotion.reason"]
+
+
+def test_schedule_and_sensor_request_retraining_of_the_champion(world, resources, instance):
+    from assets.schedules import retrain_schedule
+    from assets.sensors import new_shards_sensor
+
+    shard_version = resources["mlflow_tracking"].client().get_run(world["run_id"]).data.tags["emoflow.shard_version"]
+    with build_sensor_context(instance=instance, cursor=None, resources=resources) as context:
+        result = new_shards_sensor(context)
+    requests = result.run_requests
+    assert [r.tags["emoflow/variant"] for r in requests] == [VARIANT]  # the one variant holding a champion
+    assert requests[0].partition_key == "emotionset" and shard_version in requests[0].run_key
+    assert result.cursor == shard_version
+    with build_sensor_context(instance=instance, cursor=shard_version, resources=resources) as context:
+        assert isinstance(new_shards_sensor(context), SkipReason)  # nothing new since
+
+    with build_schedule_context(instance=instance, resources=resources) as context:
+        scheduled = list(retrain_schedule(context))
+    assert all(isinstance(r, RunRequest) for r in scheduled)
+    # the same shards and params: the same run key (Dagster launches a key once) ...
+    assert [r.run_key for r in scheduled] == [r.run_key for r in requests]
+    # ... and running what was requested trains nothing (the params budget is 30 steps: version 1's)
+    from assets.model_assets import VARIANT_ASSETS
+
+    rerun = materialize(list(VARIANT_ASSETS[VARIANT]), resources=resources, instance=instance, partition_key="emotionset")
+    assert rerun.asset_materializations_for_node(f"train_{VARIANT}")[0].metadata["reused"].value is True
+
+
+# ------------------------------------------------------------------------------------------------ interruption
+def test_interrupted_training_resumes(world, tmp_path):
+    """Kill `emoflow train` after its first checkpoint; the same command then resumes from it."""
+    shards = world["home"] / "shards"
+    other = {**world, "home": tmp_path / "home", "dagster_home": tmp_path / "home" / "dagster"}
+    args = ["train", "--params", str(world["params"]), "--shards", str(shards), "--max-steps", "300"]
+    proc = subprocess.Popen([str(EMOFLOW), *args], cwd=PROJECT_ROOT, env=cli_env(other), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    last = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list((other["home"] / "checkpoints" / VARIANT / "emotionset").glob("*/last.pt"))
+        if found:
+            last = found[0]
+            break
+        time.sleep(0.1)
+    assert last is not None, f"no checkpoint appeared (exit {proc.poll()}): {proc.stderr.read()[-3000:] if proc.poll() is not None else ''}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (last.parent / "result.json").exists()  # it really was cut short
+
+    resumed = json.loads(emoflow_cli(other, *args).stdout)
+    assert resumed["resumed_from_step"] >= 10 and resumed["resumed_from_step"] % 10 == 0
+    assert resumed["steps"] == 300 and resumed["reused"] is False
+    # its own home's store, not the module's
+    assert (other["home"] / "mlflow.db").exists() and resumed["model_version"] == "1"
+
+
+# ------------------------------------------------------------------------------------------------ sample, classify
+def test_sample_and_classify_from_the_registry(world, tmp_path, datasets_dir):
+    model_uri = f"models:/{REGISTERED}@{CHAMPION}"
+    grid = tmp_path / "happy.png"
+    emoflow_cli(world, "sample", "--model", model_uri, "--emotion", "happiness", "--n", "8", "--out", str(grid))
+    with Image.open(grid) as image:
+        pixels = np.asarray(image)
+    assert pixels.shape == (48, 8 * 48) and pixels.std() > 1  # 8 samples in a row, not a blank image
+
+    faces = datasets_dir / "faces"
+    out = emoflow_cli(world, "classify", "--model", model_uri, str(faces / "obama.jpg"), str(faces / "no-faces.jpg"))
+    obama, nothing = json.loads(out.stdout)
+    assert obama["face"] is True and obama["emotion"] in EMOTIONS
+    assert set(obama["probabilities"]) == set(EMOTIONS) and sum(obama["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert nothing["face"] is False and nothing["reason"] == "no_face"
+
+
+# ------------------------------------------------------------------------------------------------ mlflow server
+def test_mlflow_server_answers_with_the_registered_model(world, tmp_path):
+    port = free_port()
+    server = start_server(
+        "mlflow",
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{world['home'] / 'mlflow.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],  # fmt: skip
+        port=port,
+        ready_path="/health",
+        workdir=tmp_path,
+        env=base_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        timeout_s=120,
+    )
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        def get(path: str) -> dict:
+            with opener.open(f"{server.base_url}/api/2.0/mlflow/{path}", timeout=30) as resp:
+                return json.loads(resp.read())
+
+        model = get(f"registered-models/get?name={REGISTERED}")["registered_model"]
+        assert {a["alias"]: a["version"] for a in model["aliases"]} == {CANDIDATE: "3", CHAMPION: "3"}
+        champion = get(f"registered-models/alias?name={REGISTERED}&alias={CHAMPION}")["model_version"]
+        assert champion["version"] == "3" and champion["status"] == "READY"
+        runs = get(f"runs/get?run_id={world['run_id']}")["run"]
+        assert any(m["key"] == "test.test_bpd" for m in runs["data"]["metrics"])
+    finally:
+        server.stop()
