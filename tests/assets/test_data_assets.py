@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance, materialize
 
@@ -108,3 +109,14 @@ def test_blocking_check_failure_fails_the_run(tmp_path, datasets_dir):
         assert "shards_rows_conserved" in skipped.skip_message
         with build_schedule_context(instance=instance, resources=resources) as context:
             assert isinstance(retrain_schedule(context), SkipReason)
+
+
+def test_executor_is_chosen_by_environment():
+    from dagster import in_process_executor, multiprocess_executor
+
+    from assets.definitions import select_executor
+
+    assert select_executor("in_process") is in_process_executor
+    assert select_executor("multiprocess") is multiprocess_executor
+    with pytest.raises(ValueError, match="in_process.*multiprocess"):
+        select_executor("celery")

@@ -236,6 +236,27 @@ def test_schedule_and_sensor_request_retraining_of_the_champion(world, resources
     assert rerun.asset_materializations_for_node(f"train_{VARIANT}")[0].metadata["reused"].value is True
 
 
+def test_ablation_table_regenerates_table_3(world, resources, instance):
+    """Table 3 from the instance's latest evaluations: the evaluated cell filled, the others empty."""
+    from assets.model_assets import DATASETS, VARIANTS, ablation_table, latest_partition_metadata
+    from dagster import AssetKey
+
+    evaluated = latest_partition_metadata(instance, AssetKey(f"evaluate_{VARIANT}"), "emotionset")["test_bpd"]
+    result = materialize([ablation_table], resources=resources, instance=instance)
+    meta = result.asset_materializations_for_node("ablation_table")[0].metadata
+    assert meta["cells_filled"].value == 1
+    assert f"| {VARIANT} | {evaluated:.3f} | — |" in meta["table"].value
+    rows = (world["home"] / "ablation" / "table3.csv").read_text().splitlines()
+    assert rows[0] == "variant," + ",".join(DATASETS) and len(rows) == 1 + len(VARIANTS)
+    assert f"{VARIANT},{evaluated:.6f}," in rows
+    client = resources["mlflow_tracking"].client()
+    run = client.search_runs(
+        [resources["mlflow_tracking"].experiment_id()], "tags.`emoflow.kind` = 'ablation'", max_results=1
+    )[0]
+    assert run.data.metrics[f"table3.{VARIANT}.emotionset"] == pytest.approx(evaluated)
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "ablation")} == {"ablation/table3.csv", "ablation/table3.md"}
+
+
 # ------------------------------------------------------------------------------------------------ interruption
 def test_interrupted_training_resumes(world, tmp_path):
     """Kill `emoflow train` after its first checkpoint; the same command then resumes from it."""
