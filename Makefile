@@ -7,6 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RAW_ROOT ?= data/raw
 RUN_STEPS ?= 200
+SOURCES ?=
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DVC_NO_ANALYTICS ?= 1
 export GX_ANALYTICS_ENABLED ?= false
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 install: $(VENV)/.installed
 
 run: install
-	$(BIN)/emoflow run --raw-root $(RAW_ROOT) --max-steps $(RUN_STEPS)
+	$(BIN)/emoflow run --raw-root $(RAW_ROOT) --max-steps $(RUN_STEPS) $(if $(SOURCES),--sources $(SOURCES))
 
 test: install
 	bash tests/browser/install_chromium.sh
