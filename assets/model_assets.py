@@ -36,7 +36,6 @@ from pipelines.versioning import hash_raw_inputs
 
 DATASETS = ("emotionset", "mnist")
 DATASET_PARTITIONS = StaticPartitionsDefinition(list(DATASETS))
-MNIST_VAL_IMAGES = 5000  # MNIST has no validation split: the last 5,000 training images serve as one
 MNIST_SIDE = 32  # 28x28 zero-padded to 32x32 so three levels of squeezing divide evenly
 
 
@@ -84,7 +83,7 @@ class TrainingData:
 
 
 def resolve_training_data(context: AssetExecutionContext, emoflow: EmoflowConfig, dataset: str) -> TrainingData:
-    from flowmodels.data import load_mnist_split, load_shard_split
+    from flowmodels.data import load_mnist_partition, load_shard_split
 
     if dataset == "emotionset":
         if emoflow.shards:  # named explicitly (DVC's stages, `emoflow train --shards`)
@@ -107,11 +106,7 @@ def resolve_training_data(context: AssetExecutionContext, emoflow: EmoflowConfig
     version = hash_raw_inputs(root)[:16]
 
     def load_mnist(split, column):
-        if split == "test":
-            return load_mnist_split(root, "test", pad_to=MNIST_SIDE, column=column)
-        full = load_mnist_split(root, "train", pad_to=MNIST_SIDE, column=column)
-        part = slice(None, -MNIST_VAL_IMAGES) if split == "train" else slice(-MNIST_VAL_IMAGES, None)
-        return full.subset(part, name=f"mnist/{split}")
+        return load_mnist_partition(root, split, pad_to=MNIST_SIDE, column=column)
 
     return TrainingData(dataset, version, str(root), (1, MNIST_SIDE, MNIST_SIDE), load_mnist)
 

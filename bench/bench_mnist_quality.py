@@ -29,20 +29,15 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowmodels.data import load_mnist_split  # noqa: E402
+from flowmodels.data import load_mnist_partition  # noqa: E402
 from flowmodels.evaluation import test_bits_per_dim  # noqa: E402
 from flowmodels.training import TrainConfig, build_seeded_model, train  # noqa: E402
-
-MNIST_VAL_IMAGES = 5000  # as the mnist partition of the training assets
 
 
 def run(args, variant: str) -> dict:
     root = Path(args.mnist)
     column = "pixels_svd" if variant.endswith("_svd") else "pixels"
-    full = load_mnist_split(root, "train", pad_to=32, column=column)
-    train_set = full.subset(slice(None, -MNIST_VAL_IMAGES), name="mnist/train")
-    val_set = full.subset(slice(-MNIST_VAL_IMAGES, None), name="mnist/val")
-    test_set = load_mnist_split(root, "test", pad_to=32, column=column)
+    train_set, val_set, test_set = (load_mnist_partition(root, s, pad_to=32, column=column) for s in ("train", "val", "test"))
     model = build_seeded_model(
         args.seed, variant, (1, 32, 32), None, levels=args.levels, steps=args.steps, hidden=args.hidden, n_bits=8
     )

@@ -222,3 +222,21 @@ def load_mnist_split(
         name,
         MNIST_CLASSES,
     )
+
+
+MNIST_VAL_IMAGES = 5000  # MNIST has no validation split: the last 5,000 training digits serve as one
+
+
+def load_mnist_partition(
+    root, split: str, pad_to: int | None = 32, column: str = "pixels", val_images: int = MNIST_VAL_IMAGES
+) -> ImageSet:
+    """MNIST's "train" (all but the last ``val_images`` training digits), "val" (those) or "test" split, as
+    the training assets, ``train_main`` and the benchmarks all split it."""
+    if split == "test":
+        return load_mnist_split(root, "test", pad_to=pad_to, column=column)
+    if split not in ("train", "val"):
+        raise ValueError(f"MNIST splits: train, val (last {val_images} of train), test; got {split!r}")
+    full = load_mnist_split(root, "train", pad_to=pad_to, column=column)
+    cut = len(full) - val_images
+    part = slice(None, cut) if split == "train" else slice(cut, None)
+    return full.subset(part, full.name.replace("mnist/train", f"mnist/{split}"))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from flowmodels.data import ImageSet, load_mnist_split, load_shard_split
+from flowmodels.data import MNIST_VAL_IMAGES, ImageSet, load_mnist_partition, load_shard_split
 from flowmodels.training import (
     TrainConfig,
     TrainingDiverged,
@@ -41,7 +41,6 @@ from flowmodels.training import (
     train,
 )
 
-MNIST_VAL_IMAGES = 5000
 
 
 def _json_arg(text: str | None) -> dict:
@@ -95,14 +94,10 @@ def load_data(args) -> tuple[ImageSet, ImageSet | None, str]:
         val_set = load_shard_split(args.shards, val_split, column=column, sources=sources) if val_split else None
     else:
         def mnist(split: str) -> ImageSet:
-            if split == "test":
-                return load_mnist_split(args.mnist, "test", pad_to=args.pad_to, column=column)
-            full = load_mnist_split(args.mnist, "train", pad_to=args.pad_to, column=column)
-            if split == "train":
-                return full.subset(slice(None, len(full) - args.mnist_val), full.name)
-            if split == "val":
-                return full.subset(slice(len(full) - args.mnist_val, None), full.name.replace("mnist/train", "mnist/val"))
-            raise SystemExit(f"MNIST splits: train, val (last {args.mnist_val} of train), test; got {split!r}")
+            try:
+                return load_mnist_partition(args.mnist, split, pad_to=args.pad_to, column=column, val_images=args.mnist_val)
+            except ValueError as exc:
+                raise SystemExit(str(exc)) from exc
 
         train_set = mnist(args.split_train)
         val_set = mnist(val_split) if val_split else None
