@@ -13,7 +13,6 @@ Prints one line per scale (``rows= seconds= images_per_s= peak_rss_mb=``) and th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
@@ -52,7 +51,7 @@ def run_one(raw_root: str, home: str, cores: int) -> None:
     from pipelines.prepare import prepare
     from pipelines.validation import validate_shard_set
 
-    data = dataclasses.replace(load_params().data, raw_root=raw_root, sources=("fer2013",))
+    data = load_params().data.replace(raw_root=raw_root, sources=("fer2013",))
     started = time.perf_counter()
     shard_set = prepare(data, Path(home))
     prepared = time.perf_counter()

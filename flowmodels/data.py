@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipelines.labels import EMOTIONS
+from pipelines.params import SvdParams
 
 MNIST_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 
@@ -98,16 +99,6 @@ class ImageSet:
         }
 
 
-def _resolve_version_dir(version_dir: Path) -> Path:
-    path = Path(version_dir)
-    if (path / "manifest.json").exists():
-        return path
-    current = path / "current"
-    if current.exists():  # a shards root: its ``current`` file names the version training reads
-        return path / current.read_text().strip()
-    return path
-
-
 def load_shard_split(
     version_dir, split: str, column: str = "pixels", sources: Sequence[str] | None = None, batch_rows: int = 4096
 ) -> ImageSet:
@@ -119,13 +110,11 @@ def load_shard_split(
     labels int64 in 0..6 (``class_names`` = ``pipelines.labels.EMOTIONS``), in the shard files' stable order.
     An empty split gives an empty set (image size from the manifest).
     """
-    from pipelines.shards import decode_pixels, shard_files
+    from pipelines.shards import decode_pixels, resolve_shard_set, shard_files
 
     if column not in ("pixels", "pixels_svd"):
         raise ValueError(f"column must be 'pixels' or 'pixels_svd', got {column!r}")
-    vdir = _resolve_version_dir(version_dir)
-    if not vdir.is_dir():
-        raise FileNotFoundError(f"{version_dir}: not a shard set")
+    vdir = resolve_shard_set(Path(version_dir))
     files = shard_files(vdir, [split], list(sources) if sources is not None else None)
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     name = f"emotionset/{vdir.name}/{split}"
@@ -180,8 +169,7 @@ def load_mnist_split(
     split: str,
     pad_to: int | None = 32,
     column: str = "pixels",
-    svd_rank: int | None = None,
-    svd_energy: float | None = None,
+    svd: SvdParams | None = None,
 ) -> ImageSet:
     """MNIST's "train" (60,000) or "test" (10,000) split from the idx files in ``root`` as an ``ImageSet``.
 
@@ -193,8 +181,8 @@ def load_mnist_split(
     ``pad_to=None`` or 28 keeps 28x28.
 
     ``column="pixels_svd"`` gives what the ``_svd`` variants train on, like the shards' column of that name:
-    every digit's singular values truncated (``pipelines.svd``, before padding) with ``svd_rank`` or
-    ``svd_energy``; neither given: the project's ``data.svd`` params. Labels int64 0..9, class names "0".."9".
+    every digit's singular values truncated (``pipelines.svd``, before padding) as ``svd`` says (the settings'
+    ``data.svd``, passed down: required for this column). Labels int64 0..9, class names "0".."9".
     """
     from pipelines.readers.mnist import load_mnist
 
@@ -207,13 +195,10 @@ def load_mnist_split(
     if column == "pixels_svd":
         from pipelines.svd import truncate_singular_values
 
-        if svd_rank is None and svd_energy is None:
-            from pipelines.params import load_params
-
-            svd = load_params().data.svd
-            svd_rank, svd_energy = svd.rank, svd.energy
-        images = truncate_singular_values(images, rank=svd_rank, energy=svd_energy)
-        name += f"/svd-{'rank' if svd_rank is not None else 'energy'}{svd_rank if svd_rank is not None else svd_energy}"
+        if svd is None:
+            raise ValueError("column 'pixels_svd' needs the SVD settings (data.svd) to truncate MNIST with")
+        images = truncate_singular_values(images, rank=svd.rank, energy=svd.energy)
+        name += f"/svd-{'rank' if svd.rank is not None else 'energy'}{svd.rank if svd.rank is not None else svd.energy}"
     if pad_to is not None and pad_to != images.shape[1]:
         images = pad_images(images, int(pad_to))
     return ImageSet(
@@ -228,15 +213,20 @@ MNIST_VAL_IMAGES = 5000  # MNIST has no validation split: the last 5,000 trainin
 
 
 def load_mnist_partition(
-    root, split: str, pad_to: int | None = 32, column: str = "pixels", val_images: int = MNIST_VAL_IMAGES
+    root,
+    split: str,
+    pad_to: int | None = 32,
+    column: str = "pixels",
+    val_images: int = MNIST_VAL_IMAGES,
+    svd: SvdParams | None = None,
 ) -> ImageSet:
     """MNIST's "train" (all but the last ``val_images`` training digits), "val" (those) or "test" split, as
     the training assets, ``train_main`` and the benchmarks all split it."""
     if split == "test":
-        return load_mnist_split(root, "test", pad_to=pad_to, column=column)
+        return load_mnist_split(root, "test", pad_to=pad_to, column=column, svd=svd)
     if split not in ("train", "val"):
         raise ValueError(f"MNIST splits: train, val (last {val_images} of train), test; got {split!r}")
-    full = load_mnist_split(root, "train", pad_to=pad_to, column=column)
+    full = load_mnist_split(root, "train", pad_to=pad_to, column=column, svd=svd)
     cut = len(full) - val_images
     part = slice(None, cut) if split == "train" else slice(cut, None)
     return full.subset(part, full.name.replace("mnist/train", f"mnist/{split}"))

@@ -19,7 +19,8 @@ from flowmodels.model import FlowModel, Labels
 @dataclass
 class ClassLatentMeans:
     """Per class c and latent level l: ``class_means[c][l]`` = mean z over class c, ``other_means[c][l]`` =
-    mean z over every image not of class c. ``counts[c]`` images of class c went in."""
+    mean z over every image not of class c. ``counts[c]`` images of class c went in; a class without images
+    (or with every image) has no direction and may not be a transfer target."""
 
     class_means: list[list[Tensor]]
     other_means: list[list[Tensor]]
@@ -27,6 +28,8 @@ class ClassLatentMeans:
 
     def direction(self, target: int) -> list[Tensor]:
         """z_avg^target - z_avg^other, per latent level."""
+        if not 0 < self.counts[target] < sum(self.counts):
+            raise ValueError(f"class {target} needs at least one image in it and one outside it to be a target")
         return [m - o for m, o in zip(self.class_means[target], self.other_means[target])]
 
 
@@ -34,19 +37,20 @@ class ClassLatentMeans:
 def class_mean_latents(
     model: FlowModel, images: Tensor, labels: Tensor, num_classes: int, batch_size: int = 256
 ) -> ClassLatentMeans:
-    """Mean latents per class and of the complement of each class, over (uint8 or continuous) images.
-
-    A class-conditional model encodes each image with its own label; an unconditional one without.
-    """
+    """Mean latents per class and of the complement of each class, over (uint8 or continuous) images, in
+    batches. A class-conditional model encodes each image with its own label; an unconditional one without.
+    Classes without images are allowed (a split need not hold every emotion): their means are zeros and
+    ``direction`` refuses them."""
     labels = labels.long()
-    sums: list[list[Tensor]] | None = None
     counts = torch.bincount(labels, minlength=num_classes)
     if len(counts) > num_classes:
         raise ValueError(f"labels outside 0..{num_classes - 1}")
+    device = next(model.parameters()).device
+    sums: list[Tensor] | None = None
     for start in range(0, images.shape[0], batch_size):
-        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+        x, y = images[start : start + batch_size].to(device), labels[start : start + batch_size].to(device)
         latents = model.encode(x, y if model.conditional else None)
-        one_hot = torch.nn.functional.one_hot(y.to(latents[0].device), num_classes).to(latents[0].dtype)
+        one_hot = torch.nn.functional.one_hot(y, num_classes).to(latents[0].dtype)
         batch_sums = [torch.einsum("nc,n...->c...", one_hot, z) for z in latents]
         sums = batch_sums if sums is None else [s + b for s, b in zip(sums, batch_sums)]
     if sums is None:
@@ -56,10 +60,8 @@ def class_mean_latents(
     class_means, other_means = [], []
     for c in range(num_classes):
         n_c = int(counts[c])
-        if n_c == 0 or n_c == n_total:
-            raise ValueError(f"class {c} needs at least one image in it and one outside it")
-        class_means.append([s[c] / n_c for s in sums])
-        other_means.append([(t - s[c]) / (n_total - n_c) for s, t in zip(sums, total)])
+        class_means.append([s[c] / max(n_c, 1) for s in sums])
+        other_means.append([(t - s[c]) / max(n_total - n_c, 1) for s, t in zip(sums, total)])
     return ClassLatentMeans(class_means, other_means, counts.tolist())
 
 

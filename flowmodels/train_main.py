@@ -7,8 +7,9 @@
 
 Data: ``--shards`` (a shard-set folder, or a shards root with a ``current`` file) or ``--mnist`` (the folder of
 the idx files; MNIST has no validation split, so "val" is the last ``--mnist-val`` training images and
-"train" the rest, as the Dagster assets do; the ``_svd`` variants get SVD-truncated digits, params' data.svd). ``--config``: the ``train:`` settings (``TrainConfig``) as a JSON
-file or inline JSON; ``--hparams``: ``build_model`` hyper-parameters. The model's initial weights are drawn
+"train" the rest, as the run functions do; the ``_svd`` variants get SVD-truncated digits, ``--params``'s
+data.svd). ``--params``: the settings file (default the project's params.yaml); ``--config``: overrides of its
+``train:`` section as a JSON file or inline JSON; ``--hparams``: overrides of its ``model.hparams``. The model's initial weights are drawn
 from the config's seed (``build_seeded_model``), so a rerun with the same arguments trains the same model.
 
 Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment) the process group is initialised here:
@@ -32,14 +33,11 @@ from pathlib import Path
 import torch
 
 from flowmodels.data import MNIST_VAL_IMAGES, ImageSet, load_mnist_partition, load_shard_split
-from flowmodels.training import (
-    TrainConfig,
-    TrainingDiverged,
-    build_seeded_model,
-    distributed_context,
-    state_digest,
-    train,
-)
+from flowmodels.training import build_seeded_model, train
+from pipelines.params import Params, ParamsError, TrainParams, load_params
+from training.checkpoints import state_digest
+from training.devices import distributed_context
+from training.loop import TrainingDiverged
 
 
 
@@ -71,8 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pad-to", type=int, default=32, help="MNIST: zero-pad 28x28 to this size (default 32)")
     p.add_argument("--unconditional", action="store_true", help="train an unconditional flow (default: emotion-/digit-conditional)")
     p.add_argument("--checkpoint-dir", required=True)
-    p.add_argument("--config", default=None, help="TrainConfig as JSON (file or inline)")
-    p.add_argument("--hparams", default=None, help="build_model hyper-parameters as JSON (file or inline)")
+    p.add_argument("--params", default=None, help="settings file (default: the project's params.yaml)")
+    p.add_argument("--config", default=None, help="overrides of params' train: section, as JSON (file or inline)")
+    p.add_argument("--hparams", default=None, help="overrides of params' model.hparams, as JSON (file or inline)")
     p.add_argument("--out", default=None, help="result JSON (rank 0)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt (it is overwritten)")
     p.add_argument("--progress", action="store_true", help="tqdm progress bar on stderr")
@@ -82,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_data(args) -> tuple[ImageSet, ImageSet | None, str]:
+def load_data(args, params: Params) -> tuple[ImageSet, ImageSet | None, str]:
     """(train set, val set or None, the pixel column used)."""
     from flowmodels.variants import pixel_column
 
@@ -95,7 +94,9 @@ def load_data(args) -> tuple[ImageSet, ImageSet | None, str]:
     else:
         def mnist(split: str) -> ImageSet:
             try:
-                return load_mnist_partition(args.mnist, split, pad_to=args.pad_to, column=column, val_images=args.mnist_val)
+                return load_mnist_partition(
+                    args.mnist, split, pad_to=args.pad_to, column=column, val_images=args.mnist_val, svd=params.data.svd
+                )
             except ValueError as exc:
                 raise SystemExit(str(exc)) from exc
 
@@ -108,7 +109,7 @@ def load_data(args) -> tuple[ImageSet, ImageSet | None, str]:
     return train_set, val_set, column
 
 
-def init_distributed(config: TrainConfig) -> tuple[int, int]:
+def init_distributed(config: TrainParams) -> tuple[int, int]:
     """Join the torchrun process group when WORLD_SIZE > 1: nccl on CUDA, gloo on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or torch.distributed.is_initialized():
@@ -123,18 +124,19 @@ def init_distributed(config: TrainConfig) -> tuple[int, int]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        config = TrainConfig.from_mapping(_json_arg(args.config))
-    except ValueError as exc:
+        params = load_params(args.params)
+        config = TrainParams.model_validate({**params.train.model_dump(), **_json_arg(args.config)})
+        hparams = params.model.hparams.replace(**_json_arg(args.hparams)).model_dump()
+    except (ParamsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    hparams = _json_arg(args.hparams)
     rank, world = init_distributed(config)
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s",
     )
     try:
-        train_set, val_set, column = load_data(args)
+        train_set, val_set, column = load_data(args, params)
         num_classes = None if args.unconditional else train_set.num_classes
         model = build_seeded_model(config.seed, args.variant, train_set.image_shape, num_classes, **hparams)
         try:
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
             out = {
                 **result.as_dict(),
                 "model_config": model.config,
-                "train_config": config.as_dict(),
+                "train_config": config.model_dump(),
                 "train_set": train_set.name,
                 "train_images": len(train_set),
                 "val_set": None if val_set is None else val_set.name,
@@ -170,8 +172,8 @@ def main(argv=None) -> int:
             tmp.write_text(json.dumps(out, indent=2) + "\n")
             os.replace(tmp, path)
         if rank == 0:
-            val = f", val {result.val_bpd:.4f}" if result.val_bpd is not None else ""
-            bpd = f"{result.train_bpd:.4f}" if result.train_bpd is not None else "-"
+            val = f", val {result.val['val_bpd']:.4f}" if result.val.get("val_bpd") is not None else ""
+            bpd = f"{result.final['bpd']:.4f}" if result.final.get("bpd") is not None else "-"
             print(
                 f"{args.variant}: {result.steps} steps ({result.stopped_by}) on {world} process(es), "
                 f"train bits/dim {bpd}{val}, {result.images_per_s:.1f} images/s, checkpoint {result.checkpoint}",

@@ -24,6 +24,7 @@ from flowmodels.dequantize import check_bits
 from flowmodels.layers.couplings import AdditiveCoupling, AffineCoupling, BiParallelLinearCoupling
 from flowmodels.model import FlowModel
 from flowmodels.multiscale import MultiScaleFlow
+from pipelines.params import FlowHparams
 
 
 @dataclass(frozen=True)
@@ -42,18 +43,9 @@ VARIANTS: dict[str, VariantSpec] = {
     "bplf_3x3_1x1_svd": VariantSpec("bplf", "3x3&1x1", "pixels_svd"),
 }
 
-# Glow's CIFAR-10 architecture (../shared/docs/flows.md): L=3 levels, K=32 steps, 512 hidden channels.
-DEFAULT_HPARAMS: dict[str, Any] = {
-    "levels": 3,
-    "steps": 32,
-    "hidden": 512,
-    "n_bits": 8,
-    "coupling_parts": 2,  # BPLF: parts of the linear coupling (K >= 2; 2 = bi-parallel)
-    "lu": True,  # LU-parametrised 1x1 convolution (False: plain weight + slogdet)
-    "glow_coupling": "affine",  # Glow variants: "affine" or "additive" (rosinality's train.py default)
-    "channels_last": True,  # NHWC convolutions in the conditioners: speed only, same numbers
-    "winograd": True,  # "3x3" conditioners' hidden 3x3 convolution by Winograd on CPU: speed, rounding only
-}
+# The one place these defaults live is the settings (params.yaml's model.hparams, typed by
+# pipelines.params.FlowHparams); build_model fills what its caller leaves out from there.
+DEFAULT_HPARAMS: dict[str, Any] = FlowHparams().model_dump()
 
 
 def pixel_column(variant: str) -> str:

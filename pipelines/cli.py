@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -12,11 +11,8 @@ from pipelines.params import ParamsError, emoflow_home, load_params
 
 
 def _data_params(args):
-    params = load_params(args.params)
-    data = params.data
-    if getattr(args, "raw_root", None):
-        data = dataclasses.replace(data, raw_root=str(Path(args.raw_root).resolve()))
-    return params, data
+    params = load_params(args.params).with_overrides(raw_root=getattr(args, "raw_root", None))
+    return params, params.data
 
 
 def _sources(arg: str | None, default) -> list[str]:
@@ -78,7 +74,7 @@ def _summary_text(summary: dict) -> str:
 
 
 def cmd_shards_summary(args) -> int:
-    from pipelines.prepare import resolve_shard_set
+    from pipelines.shards import resolve_shard_set
 
     version_dir = resolve_shard_set(Path(args.dir))
     manifest = json.loads((version_dir / "manifest.json").read_text())
@@ -88,7 +84,7 @@ def cmd_shards_summary(args) -> int:
 
 
 def cmd_shards_validate(args) -> int:
-    from pipelines.prepare import resolve_shard_set
+    from pipelines.shards import resolve_shard_set
     from pipelines.validation import validate_shard_set
 
     version_dir = resolve_shard_set(Path(args.dir))

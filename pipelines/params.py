@@ -1,91 +1,142 @@
-"""Loading ``params.yaml`` into typed, validated settings, and where emoflow's home is."""
+"""``params.yaml`` parsed and typed once: pydantic v2 models, one default per value, errors that name the key.
+
+``load_params(path)`` returns a frozen ``Params``; everything downstream (the Dagster definitions, the CLI,
+the DVC stages, the run functions) receives that object or one of its sections, and never reads the file again.
+Unknown keys, wrong types and out-of-range values are refused at load with the key's dotted path
+(``data.faces.min_score: Input should be a valid number ... (got 'high')``); cross-field rules (image sides
+divisible by 2^levels, split ratios summing to 1, ...) are checked on the whole.
+
+Model families add their own section here (``judge``, ``bicogan``, ...): what a family's run needs is typed in
+one place, with its defaults.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS_PATH = PROJECT_ROOT / "params.yaml"
 KNOWN_SOURCES = ("jaffe", "ckplus", "fer2013", "mmi", "bueeg")
 SPLITS = ("train", "val", "test")
+ABLATION_VARIANTS = ("glow", "glow_svd", "bplf_3x3", "bplf_3x3_1x1", "bplf_3x3_svd", "bplf_3x3_1x1_svd")
 
 
 class ParamsError(ValueError):
     """params.yaml is missing a value or holds one that cannot work."""
 
 
-@dataclass(frozen=True)
-class CkplusParams:
-    last_frames: int = 3
-    first_frame_neutral: bool = True
+def _number(value: Any) -> Any:
+    """Floats: numbers, and numeric strings (YAML 1.1 reads ``1e-3`` as a string); never booleans."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
 
 
-@dataclass(frozen=True)
-class MmiParams:
-    middle_frames: int = 3
+Int = StrictInt  # refuses booleans, strings and fractions
+Float = Annotated[float, BeforeValidator(_number)]
+Bool = StrictBool
+Str = StrictStr
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+Fraction = Annotated[Float, Field(gt=0, le=1)]
 
 
-@dataclass(frozen=True)
-class BueegParams:
-    stride: int = 24
+class Section(BaseModel):
+    """A params section: unknown keys refused, frozen, validated on assignment-free copies (``replace``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def replace(self, **changes: Any):
+        """A copy with ``changes`` applied and validated again (pydantic's model_copy does not validate)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
 
 
-@dataclass(frozen=True)
-class Fer2013Params:
-    layout: str = "auto"  # auto (the CSV when the folder has one, else the image layout) | csv | images
+# ---- data ------------------------------------------------------------------------------------------------------
+class CkplusParams(Section):
+    last_frames: PositiveInt = 3  # the last N frames of a labelled sequence take its emotion
+    first_frame_neutral: Bool = True  # ... and its first frame is neutral
 
 
-@dataclass(frozen=True)
-class FaceParams:
-    detector: str = "mtcnn"
-    fallback: str | None = "haar"
-    detect_precropped: bool = False
-    margin: float = 0.05
-    min_score: float = 0.9
-    min_face_fraction: float = 0.12
-    batch_size: int = 32
-    device: str = "auto"
+class MmiParams(Section):
+    middle_frames: PositiveInt = 3  # frames from the middle of each labelled sequence (NFGAN takes three)
 
 
-@dataclass(frozen=True)
-class SvdParams:
-    rank: int | None = 16
-    energy: float | None = None
+class BueegParams(Section):
+    stride: PositiveInt = 24  # every stride-th frame inside an expression segment (24 fps videos)
 
 
-@dataclass(frozen=True)
-class ShardParams:
-    rows_per_file: int = 20000
-    compression: str = "zstd"
+class Fer2013Params(Section):
+    layout: Literal["auto", "csv", "images"] = "auto"  # auto: the CSV when the folder has one, else the images
 
 
-@dataclass(frozen=True)
-class LabelParams:
-    outside_scheme: dict[str, str] = field(default_factory=lambda: {"contempt": "quarantine"})
+class FaceParams(Section):
+    detector: Literal["mtcnn", "haar"] = "mtcnn"
+    fallback: Literal["haar", "mtcnn"] | None = "haar"  # used when the main detector finds nothing
+    detect_precropped: Bool = False  # FER2013 and CK+48 are crops already: pass through unless true
+    margin: Annotated[Float, Field(ge=0, le=1)] = 0.05  # crop margin per side, fraction of the eye-aligned box
+    min_score: Annotated[Float, Field(ge=0, le=1)] = 0.9  # MTCNN faces below this probability are ignored
+    min_face_fraction: Fraction = 0.12  # smallest face searched for, fraction of the image's shorter side
+    batch_size: PositiveInt = 32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-@dataclass(frozen=True)
-class DataParams:
-    raw_root: str = "data/raw"
-    sources: tuple[str, ...] = ("jaffe", "ckplus", "fer2013")
-    source_dirs: dict[str, str] = field(default_factory=dict)  # source -> folder under raw_root (or absolute)
-    image_size: tuple[int, int] = (48, 48)
-    seed: int = 20240601
-    splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
-    folds: int = 10
-    labels: LabelParams = field(default_factory=LabelParams)
-    ckplus: CkplusParams = field(default_factory=CkplusParams)
-    mmi: MmiParams = field(default_factory=MmiParams)
-    bueeg: BueegParams = field(default_factory=BueegParams)
-    fer2013: Fer2013Params = field(default_factory=Fer2013Params)
-    faces: FaceParams = field(default_factory=FaceParams)
-    svd: SvdParams = field(default_factory=SvdParams)
-    shards: ShardParams = field(default_factory=ShardParams)
+class SvdParams(Section):
+    rank: PositiveInt | None = 16  # keep the largest `rank` singular values ...
+    energy: Fraction | None = None  # ... or the fewest that keep this fraction of the energy
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SvdParams:
+        if (self.rank is None) == (self.energy is None):
+            raise ValueError("set exactly one of rank (int) or energy (fraction in (0, 1])")
+        return self
+
+
+class ShardParams(Section):
+    rows_per_file: PositiveInt = 20000
+    compression: Literal["zstd", "snappy", "gzip", "lz4", "none"] = "zstd"
+
+
+class LabelParams(Section):
+    # labels a dataset has but the 7-emotion scheme lacks: "quarantine", or an emotion name to map them to
+    outside_scheme: dict[Str, Str] = Field(default_factory=lambda: {"contempt": "quarantine"})
+
+
+class DataParams(Section):
+    raw_root: Str = "data/raw"  # one folder per source below it
+    sources: tuple[Literal["jaffe", "ckplus", "fer2013", "mmi", "bueeg"], ...] = ("jaffe", "ckplus", "fer2013")
+    source_dirs: dict[Literal["jaffe", "ckplus", "fer2013", "mmi", "bueeg"], Str] = Field(default_factory=dict)
+    image_size: tuple[Annotated[StrictInt, Field(ge=8)], Annotated[StrictInt, Field(ge=8)]] = (48, 48)
+    seed: Int = 20240601
+    splits: dict[Literal["train", "val", "test"], Annotated[Float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1}
+    )
+    folds: NonNegativeInt = 10  # subject-independent k-fold column (paper 002 uses 10); 0 = none
+    labels: LabelParams = Field(default_factory=LabelParams)
+    ckplus: CkplusParams = Field(default_factory=CkplusParams)
+    mmi: MmiParams = Field(default_factory=MmiParams)
+    bueeg: BueegParams = Field(default_factory=BueegParams)
+    fer2013: Fer2013Params = Field(default_factory=Fer2013Params)
+    faces: FaceParams = Field(default_factory=FaceParams)
+    svd: SvdParams = Field(default_factory=SvdParams)
+    shards: ShardParams = Field(default_factory=ShardParams)
+
+    @model_validator(mode="after")
+    def _rules(self) -> DataParams:
+        h, w = self.image_size
+        if h % 4 or w % 4:
+            raise ValueError(f"image_size {list(self.image_size)}: both sides must be divisible by 4")
+        if set(self.splits) != set(SPLITS):
+            raise ValueError(f"splits must give ratios for exactly {list(SPLITS)}, got {sorted(self.splits)}")
+        if abs(sum(self.splits.values()) - 1.0) > 1e-6:
+            raise ValueError(f"splits ratios must sum to 1, got {sum(self.splits.values()):g}")
+        if self.folds == 1:
+            raise ValueError("folds must be 0 (no folds) or >= 2, got 1")
+        return self
 
     def raw_root_path(self) -> Path:
         root = Path(self.raw_root)
@@ -104,12 +155,12 @@ class DataParams:
         """
         shaping: dict[str, Any] = {
             "image_size": list(self.image_size),
-            "labels": asdict(self.labels),
-            "faces": {k: v for k, v in asdict(self.faces).items() if k not in ("batch_size", "device")},
-            "svd": asdict(self.svd),
+            "labels": self.labels.model_dump(),
+            "faces": self.faces.model_dump(exclude={"batch_size", "device"}),
+            "svd": self.svd.model_dump(),
         }
         if source in ("ckplus", "mmi", "bueeg", "fer2013"):
-            shaping[source] = asdict(getattr(self, source))
+            shaping[source] = getattr(self, source).model_dump()
         return shaping
 
     def assembly_shaping(self) -> dict[str, Any]:
@@ -117,147 +168,167 @@ class DataParams:
         return {"seed": self.seed, "splits": dict(self.splits), "folds": self.folds}
 
 
-ABLATION_VARIANTS = ("glow", "glow_svd", "bplf_3x3", "bplf_3x3_1x1", "bplf_3x3_svd", "bplf_3x3_1x1_svd")
+# ---- flow models -----------------------------------------------------------------------------------------------
+class FlowHparams(Section):
+    """``flowmodels.build_model``'s hyper-parameters: the one place their defaults live."""
+
+    levels: PositiveInt = 3  # Glow's L
+    steps: PositiveInt = 8  # Glow's K per level
+    hidden: PositiveInt = 128  # conditioner width
+    n_bits: Literal[5, 8] = 8
+    coupling_parts: Annotated[StrictInt, Field(ge=2)] = 2  # BPLF: parts of the linear coupling (2 = bi-parallel)
+    lu: Bool = True  # LU-parametrised 1x1 convolution (false: plain weight + slogdet)
+    glow_coupling: Literal["affine", "additive"] = "affine"  # Glow variants only
+    channels_last: Bool = True  # NHWC convolutions in the conditioners: speed only, same numbers
+    winograd: Bool = True  # CPU Winograd for the 3x3 conditioners' hidden convolution: speed only
 
 
-@dataclass(frozen=True)
-class ModelParams:
-    """Which flows to build (flowmodels.build_model) and with what hyper-parameters."""
+class ModelParams(Section):
+    variant: Literal[ABLATION_VARIANTS] = "bplf_3x3_svd"  # type: ignore[valid-type]  # the BPLF paper's best
+    variants: tuple[Literal[ABLATION_VARIANTS], ...] = ABLATION_VARIANTS  # type: ignore[valid-type]
+    conditional: Bool = True  # emotion-conditional (BPLF equation 3-8)
+    hparams: FlowHparams = Field(default_factory=FlowHparams)
 
-    variant: str = "bplf_3x3_svd"
-    variants: tuple[str, ...] = ABLATION_VARIANTS
-    conditional: bool = True
-    hparams: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    temperatures: tuple[float, ...] = (0.5, 0.7, 1.0)
-    samples_per_class: int = 8
-    tsne_points: int = 1000
-    batch_size: int = 128
-    seed: int = 0
+    @model_validator(mode="after")
+    def _variant_listed(self) -> ModelParams:
+        if self.variant not in self.variants:
+            raise ValueError(f"variant {self.variant!r} must be one of variants {list(self.variants)}")
+        return self
 
 
-@dataclass(frozen=True)
-class MnistParams:
-    root: str = "data/raw/mnist"
+class LoopParams(Section):
+    """What ``training.LoopConfig`` takes: budgets (whichever comes first), cadences, the non-finite guard."""
+
+    max_steps: PositiveInt | None = 2000
+    max_epochs: Annotated[Float, Field(gt=0)] | None = None
+    max_seconds: Annotated[Float, Field(gt=0)] | None = None
+    checkpoint_every: NonNegativeInt = 500  # 0: only at the end
+    val_every: NonNegativeInt = 500  # 0: only at the end
+    log_every: PositiveInt = 10
+    max_bad_steps: PositiveInt = 10  # consecutive non-finite steps before training stops with advice
+    keep_checkpoints: PositiveInt | None = None  # step files kept (null: all; last.pt always)
+    seed: Int = 0
+    device: Annotated[Str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")] = "auto"
+
+    @model_validator(mode="after")
+    def _some_budget(self):
+        if self.max_steps is None and self.max_epochs is None and self.max_seconds is None:
+            raise ValueError("set at least one budget: max_steps, max_epochs or max_seconds")
+        return self
+
+
+class TrainParams(LoopParams):
+    """The flows' training (``flowmodels.training.FlowTrainer``)."""
+
+    optimizer: Literal["adam", "adamax", "adamw"] = "adamax"
+    lr: Annotated[Float, Field(gt=0)] = 1e-3
+    warmup_steps: NonNegativeInt = 200
+    grad_clip: Annotated[Float, Field(ge=0)] | None = 50.0  # 0 or null: no clipping
+    batch_size: PositiveInt = 64  # the global batch (split over the ranks of a distributed run)
+    bf16: Bool = False  # bf16 autocast (GPU); log-determinants stay float32
+    init_batch: PositiveInt = 256  # images of actnorm's data-dependent initialisation
+
+    # The fields that shape the trajectory: a checkpoint resumes only under the same values. Budgets, cadences,
+    # the device and the skip tolerance may change between an interrupted run and its resumption.
+    TRAJECTORY: ClassVar[tuple[str, ...]] = ("optimizer", "lr", "warmup_steps", "grad_clip", "batch_size", "bf16", "seed", "init_batch")
+
+    def trajectory(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.TRAJECTORY}
+
+
+class EvaluateParams(Section):
+    temperatures: tuple[Annotated[Float, Field(gt=0)], ...] = (0.5, 0.7, 1.0)
+    samples_per_class: PositiveInt = 8
+    tsne_points: NonNegativeInt = 1000  # 0: no t-SNE
+    batch_size: PositiveInt = 128
+    seed: Int = 0
+    class_prior: Literal["train", "uniform"] = "train"  # Bayes classifiers' p(y): training label frequencies
+
+
+class MnistParams(Section):
+    root: Str = "data/raw/mnist"  # the four idx(.gz) files; the second source of Table 3
 
     def root_path(self) -> Path:
         root = Path(self.root)
         return root if root.is_absolute() else PROJECT_ROOT / root
 
 
-@dataclass(frozen=True)
-class TrackingParams:
-    uri: str | None = None
-    experiment: str = "emoflow"
+class TrackingParams(Section):
+    uri: Str | None = None  # null: MLFLOW_TRACKING_URI, else sqlite:///$EMOFLOW_HOME/mlflow.db
+    experiment: Str = "emoflow"
 
 
-@dataclass(frozen=True)
-class RetrainParams:
-    cron: str = "0 3 * * 1"
-    variants: tuple[str, ...] = ()
+class RetrainParams(Section):
+    cron: Annotated[Str, Field(pattern=r"^\S+(\s+\S+){4}$")] = "0 3 * * 1"  # 5-field cron
+    variants: tuple[Str, ...] = ()  # retrained besides the champions
 
 
-@dataclass(frozen=True)
-class Params:
-    data: DataParams = field(default_factory=DataParams)
-    model: ModelParams = field(default_factory=ModelParams)
-    train: dict[str, Any] = field(default_factory=dict)  # flowmodels.training.TrainConfig.from_mapping checks it
-    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    mnist: MnistParams = field(default_factory=MnistParams)
-    tracking: TrackingParams = field(default_factory=TrackingParams)
-    retrain: RetrainParams = field(default_factory=RetrainParams)
-    raw: dict[str, Any] = field(default_factory=dict)  # the whole YAML
-    path: Path | None = None
+class Params(Section):
+    """The whole of params.yaml. ``path``: the file it came from (None for defaults)."""
+
+    data: DataParams = Field(default_factory=DataParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    mnist: MnistParams = Field(default_factory=MnistParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+    retrain: RetrainParams = Field(default_factory=RetrainParams)
+    path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> Params:
+        side = 2 ** self.model.hparams.levels
+        h, w = self.data.image_size
+        if h % side or w % side:
+            raise ValueError(
+                f"data.image_size {[h, w]}: both sides must be divisible by 2^model.hparams.levels = {side} "
+                "(every level of the flows squeezes the image by 2)"
+            )
+        if 32 % side:  # MNIST is zero-padded to 32x32 for the ablation
+            raise ValueError(f"model.hparams.levels {self.model.hparams.levels}: MNIST's 32x32 needs 2^levels to divide 32")
+        return self
+
+    def with_overrides(self, raw_root: str | None = None, sources: list[str] | None = None) -> Params:
+        """The command line's overrides (``--raw-root``, ``--sources``), validated like the file."""
+        changes: dict[str, Any] = {}
+        if raw_root:
+            changes["raw_root"] = str(Path(raw_root).resolve())
+        if sources:
+            changes["sources"] = tuple(sources)
+        if not changes:
+            return self
+        updated = self.replace(data=self.data.replace(**changes))
+        return updated.model_copy(update={"path": self.path})
 
 
-def _build(cls, values: dict[str, Any] | None, where: str):
-    """Build a frozen dataclass from a YAML mapping, refusing unknown keys (a typo must not pass silently)."""
-    values = dict(values or {})
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}")
-    kwargs = {}
-    for name, f in known.items():
-        if name not in values:
-            continue
-        value = values[name]
-        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
-        if is_dataclass(default):
-            value = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def _validate(data: DataParams) -> None:
-    unknown = [s for s in data.sources if s not in KNOWN_SOURCES]
-    if unknown:
-        raise ParamsError(f"data.sources: unknown source(s) {unknown}; known: {list(KNOWN_SOURCES)}")
-    h, w = data.image_size
-    if h < 8 or w < 8 or h % 4 or w % 4:
-        raise ParamsError(f"data.image_size {list(data.image_size)}: both sides must be >= 8 and divisible by 4")
-    if set(data.splits) != set(SPLITS) or any(v < 0 for v in data.splits.values()):
-        raise ParamsError(f"data.splits must give non-negative ratios for exactly {list(SPLITS)}, got {data.splits}")
-    if abs(sum(data.splits.values()) - 1.0) > 1e-6:
-        raise ParamsError(f"data.splits ratios must sum to 1, got {sum(data.splits.values())}")
-    if data.folds < 0 or data.folds == 1:
-        raise ParamsError(f"data.folds must be 0 (no folds) or >= 2, got {data.folds}")
-    if (data.svd.rank is None) == (data.svd.energy is None):
-        raise ParamsError("data.svd: set exactly one of rank (int) or energy (fraction in (0, 1])")
-    if data.svd.energy is not None and not 0 < data.svd.energy <= 1:
-        raise ParamsError(f"data.svd.energy must be in (0, 1], got {data.svd.energy}")
-    if data.svd.rank is not None and data.svd.rank < 1:
-        raise ParamsError(f"data.svd.rank must be >= 1, got {data.svd.rank}")
-    if not 0 < data.faces.min_face_fraction <= 1:
-        raise ParamsError(f"data.faces.min_face_fraction must be in (0, 1], got {data.faces.min_face_fraction}")
-    if data.fer2013.layout not in ("auto", "csv", "images"):
-        raise ParamsError(f"data.fer2013.layout must be auto, csv or images, got {data.fer2013.layout!r}")
-    bad_dirs = sorted(set(data.source_dirs) - set(KNOWN_SOURCES))
-    if bad_dirs:
-        raise ParamsError(f"data.source_dirs: unknown source(s) {bad_dirs}; known: {list(KNOWN_SOURCES)}")
-    if data.faces.detector not in ("mtcnn", "haar"):
-        raise ParamsError(f"data.faces.detector must be mtcnn or haar, got {data.faces.detector!r}")
-    if data.faces.fallback not in (None, "haar", "mtcnn"):
-        raise ParamsError(f"data.faces.fallback must be haar, mtcnn or null, got {data.faces.fallback!r}")
-    if data.ckplus.last_frames < 1 or data.mmi.middle_frames < 1 or data.bueeg.stride < 1:
-        raise ParamsError("data.ckplus.last_frames, data.mmi.middle_frames and data.bueeg.stride must be >= 1")
+def _format_error(error: ValidationError, source: str) -> str:
+    """One line per problem: the dotted key, pydantic's message and the value found."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        value = problem.get("input")
+        shown = "" if problem["type"] in ("missing",) or isinstance(value, dict) else f" (got {value!r})"
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {where + ': ' if where else ''}{message}{shown}")
+    return "; ".join(lines)
 
 
 def load_params(path: str | os.PathLike | None = None) -> Params:
-    """Read params.yaml (default: the project's) into typed settings; unknown or invalid values raise ParamsError."""
+    """Read params.yaml (default: the project's) into typed settings; anything invalid raises ParamsError."""
     p = Path(path) if path is not None else DEFAULT_PARAMS_PATH
     if not p.exists():
         raise ParamsError(f"params file not found: {p}")
-    raw = yaml.safe_load(p.read_text()) or {}
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{p}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{p}: expected a mapping at the top level")
-    unknown = sorted(set(raw) - {"data", "model", "train", "evaluate", "mnist", "tracking", "retrain"})
-    if unknown:
-        raise ParamsError(f"{p}: unknown top-level section(s) {unknown}")
-    data = _build(DataParams, raw.get("data"), "data")
-    _validate(data)
-    model = _build(ModelParams, raw.get("model"), "model")
-    if model.variant not in model.variants:
-        raise ParamsError(f"model.variant {model.variant!r} must be one of model.variants {list(model.variants)}")
-    retrain = _build(RetrainParams, raw.get("retrain"), "retrain")
-    if len(retrain.cron.split()) != 5:
-        raise ParamsError(f"retrain.cron must be a 5-field cron expression, got {retrain.cron!r}")
-    return Params(
-        data=data,
-        model=model,
-        train=dict(raw.get("train") or {}),
-        evaluate=_build(EvaluateParams, raw.get("evaluate"), "evaluate"),
-        mnist=_build(MnistParams, raw.get("mnist"), "mnist"),
-        tracking=_build(TrackingParams, raw.get("tracking"), "tracking"),
-        retrain=retrain,
-        raw=raw,
-        path=p.resolve(),
-    )
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(_format_error(error, p.name)) from None
+    return params.model_copy(update={"path": p.resolve()})
 
 
 def emoflow_home() -> Path:

@@ -41,6 +41,7 @@ from pipelines.shards import (
     PartitionedShardWriter,
     ShardCounts,
     publish_dir,
+    resolve_shard_set,
     schema_description,
     write_json_atomic,
 )
@@ -408,17 +409,6 @@ def _set_current(shards_root: Path, version: str) -> None:
     tmp = shards_root / f"current.tmp-{os.getpid()}"
     tmp.write_text(version + "\n")
     os.replace(tmp, shards_root / "current")
-
-
-def resolve_shard_set(path: Path) -> Path:
-    """A shard-set folder, or a shards root whose ``current`` file names one."""
-    path = Path(path)
-    if (path / "manifest.json").exists():
-        return path
-    current = path / "current"
-    if current.exists():
-        return path / current.read_text().strip()
-    raise FileNotFoundError(f"{path}: neither a shard set (no manifest.json) nor a shards root (no 'current' file)")
 
 
 def prepare(

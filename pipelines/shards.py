@@ -256,3 +256,14 @@ def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         else:
             raise
+
+
+def resolve_shard_set(path: Path) -> Path:
+    """A shard-set folder, or a shards root whose ``current`` file names one."""
+    path = Path(path)
+    if (path / "manifest.json").exists():
+        return path
+    current = path / "current"
+    if current.exists():
+        return path / current.read_text().strip()
+    raise FileNotFoundError(f"{path}: neither a shard set (no manifest.json) nor a shards root (no 'current' file)")

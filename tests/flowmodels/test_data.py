@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from flowmodels.data import ImageSet, load_mnist_split, load_shard_split
-from flowmodels.training import TrainConfig, build_seeded_model, train
+from flowmodels.training import build_seeded_model, train
+from pipelines.params import SvdParams, TrainParams
 from pipelines.labels import EMOTIONS
 from pipelines.prepare import prepare
 from pipelines.readers.mnist import load_mnist
@@ -70,9 +71,9 @@ def test_a_few_training_steps_on_the_shards(ck_shards, tmp_path):
     val_set = load_shard_split(ck_shards.path, "val", column="pixels_svd")
     model = build_seeded_model(0, "bplf_3x3_svd", (1, 48, 48), 7, levels=2, steps=1, hidden=8)
     assert model.pixel_column == "pixels_svd"
-    config = TrainConfig(batch_size=16, max_steps=2, log_every=1, init_batch=32, checkpoint_every=0)
+    config = TrainParams(batch_size=16, max_steps=2, log_every=1, init_batch=32, checkpoint_every=0)
     result = train(model, train_set, val_set, config, tmp_path)
-    assert result.steps == 2 and result.val_bpd is not None and 0 < result.val_bpd < 16
+    assert result.steps == 2 and 0 < result.val["val_bpd"] < 16
 
 
 def test_load_mnist_split_pads_to_32(datasets_dir):
@@ -89,7 +90,7 @@ def test_load_mnist_split_pads_to_32(datasets_dir):
     with pytest.raises(ValueError, match="splits"):
         load_mnist_split(datasets_dir / "mnist", "val")
     # what the _svd variants train on: rank-truncated digits, padded after truncation
-    svd = load_mnist_split(datasets_dir / "mnist", "test", column="pixels_svd", svd_rank=4)
+    svd = load_mnist_split(datasets_dir / "mnist", "test", column="pixels_svd", svd=SvdParams(rank=4))
     assert svd.name == "mnist/test/svd-rank4" and svd.images.shape == test.images.shape
     assert int(svd.images[:, 0][:, border].max()) == 0
     assert not torch.equal(svd.images, test.images)

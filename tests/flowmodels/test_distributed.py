@@ -20,7 +20,8 @@ import torch
 
 from flowmodels.layers.actnorm import ActNorm
 from flowmodels.train_main import main as train_main
-from flowmodels.training import load_checkpoint, model_from_checkpoint
+from flowmodels.training import model_from_checkpoint
+from training import load_checkpoint
 
 from training_data import one_thread  # noqa: F401 (autouse fixture)
 

@@ -13,7 +13,9 @@ from PIL import Image
 
 from flowmodels import bayes_predict
 from flowmodels import evaluation
-from flowmodels.training import TrainConfig, build_seeded_model, train
+from scoring.classification import classification_metrics, confusion_matrix
+from flowmodels.training import build_seeded_model, train
+from pipelines.params import TrainParams
 
 from training_data import ckplus_set, interleaved_split, one_thread  # noqa: F401 (autouse fixture)
 
@@ -25,7 +27,7 @@ TEMPERATURES = (0.5, 1.0)
 def trained(datasets_dir, tmp_path_factory):
     torch.set_num_threads(1)
     train_set, test_set = interleaved_split(ckplus_set(datasets_dir, 16))
-    config = TrainConfig(batch_size=32, max_steps=30, warmup_steps=5, log_every=5, val_every=15, init_batch=64, lr=3e-3)
+    config = TrainParams(batch_size=32, max_steps=30, warmup_steps=5, log_every=5, val_every=15, init_batch=64, lr=3e-3)
     models = {}
     for kind, classes in (("conditional", 7), ("unconditional", None)):
         model = build_seeded_model(0, "glow", (1, 16, 16), classes, **TINY)
@@ -53,7 +55,7 @@ def test_conditional_model_report(trained):
     assert math.isfinite(m["test_bpd"]) and 0 < m["test_bpd"] < 8
     assert m["test_bpd_bplf"] == pytest.approx(m["test_bpd"], abs=1e-4)
     assert m["n_bits"] == 8 and m["test_images"] == n
-    assert m["test_bpd"] == pytest.approx(result.val_bpd, abs=0.05)  # the same images, other noise
+    assert m["test_bpd"] == pytest.approx(result.val["val_bpd"], abs=0.05)  # the same images, other noise
     # same noise: p(x) = sum_y p(x|y) / 7 >= p(x|true y) / 7, so the marginal costs at most log2(7)/D bits more
     assert m["test_bpd_marginal"] <= m["test_bpd"] + math.log2(7) / 256 + 1e-6
 
@@ -122,9 +124,9 @@ def test_sample_grids_are_reproducible(trained):
 
 def test_classification_metrics_by_hand():
     confusion = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 4]])
-    metrics = evaluation.classification_metrics(confusion, ("a", "b", "c"))
+    metrics = classification_metrics(confusion, ("a", "b", "c"))
     assert metrics["accuracy"] == pytest.approx(0.7)
     assert metrics["recall_a"] == pytest.approx(0.75) and metrics["recall_c"] == pytest.approx(4 / 6)
     assert "recall_b" not in metrics
     assert metrics["balanced_accuracy"] == pytest.approx((0.75 + 4 / 6) / 2)
-    assert evaluation.confusion_matrix(np.array([0, 2, 2]), np.array([0, 0, 2]), 3).tolist() == [[1, 0, 0], [0, 0, 0], [1, 0, 1]]
+    assert confusion_matrix(np.array([0, 2, 2]), np.array([0, 0, 2]), 3).tolist() == [[1, 0, 0], [0, 0, 0], [1, 0, 1]]

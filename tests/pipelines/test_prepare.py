@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
@@ -129,7 +128,7 @@ def test_same_inputs_reuse_the_version_and_rewrite_nothing(built):
 
 def test_assembly_params_change_only_the_assembly(built):
     data, home, shard_set = built
-    reseeded = prepare(dataclasses.replace(data, seed=data.seed + 1), home)
+    reseeded = prepare(data.replace(seed=data.seed + 1), home)
     assert reseeded.version != shard_set.version and not reseeded.reused
     assert shard_set.path.exists() and reseeded.path.parent == shard_set.path.parent  # beside the old one
     staged_versions = {s: v["version"] for s, v in reseeded.manifest["sources"].items()}
@@ -146,7 +145,7 @@ def test_shaping_params_and_raw_content_give_new_source_versions(tmp_path, datas
     data = data_params(raw, sources=("ckplus",))
     home = tmp_path / "home"
     first = prepare(data, home)
-    rank8 = prepare(dataclasses.replace(data, svd=dataclasses.replace(data.svd, rank=8)), home)
+    rank8 = prepare(data.replace(svd=data.svd.replace(rank=8)), home)
     assert rank8.manifest["sources"]["ckplus"]["version"] != first.manifest["sources"]["ckplus"]["version"]
     victim = sorted(ck.iterdir())[0]
     victim.write_bytes(sorted((datasets_dir / "ckplus48" / "CK+48" / "anger").iterdir())[0].read_bytes())
@@ -158,7 +157,7 @@ def test_shaping_params_and_raw_content_give_new_source_versions(tmp_path, datas
 def test_contempt_can_be_mapped_by_params(tmp_path, datasets_dir):
     raw = make_raw_root(tmp_path / "raw", datasets_dir)
     data = data_params(raw, sources=("ckplus",))
-    data = dataclasses.replace(data, labels=dataclasses.replace(data.labels, outside_scheme={"contempt": "disgust"}))
+    data = data.replace(labels=data.labels.replace(outside_scheme={"contempt": "disgust"}))
     shard_set = prepare(data, tmp_path / "home")
     assert shard_set.manifest["by_source"] == {"ckplus": 981}
     assert shard_set.manifest["by_label"]["disgust"] == 177 + 54

@@ -1,0 +1,7 @@
+"""Pictures every family's evaluation draws, as PNG bytes (matplotlib's Figure and Agg canvas only: no pyplot,
+no global backend state, safe inside a Dagster process)."""
+
+from figures.canvas import figure, grid_png, png, tile
+from figures.charts import confusion_png, curve_png, scatter_png
+
+__all__ = ["confusion_png", "curve_png", "figure", "grid_png", "png", "scatter_png", "tile"]

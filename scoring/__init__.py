@@ -1,0 +1,1 @@
+"""Scores shared by every model family (pure numpy/torch): classification metrics and class priors."""
