@@ -236,6 +236,26 @@ class TrainParams(LoopParams):
         return {k: getattr(self, k) for k in self.TRAJECTORY}
 
 
+Range = tuple[Float, Float]
+
+
+class AugmentParams(Section):
+    """``training.augment.Augmentation``: ranges drawn uniformly per image (null / 0: off). BiCoGAN's table:
+    rotate -50..30 (the one that helped), crop 0..0.2, flip 1, gamma contrast, scale 1..1.5, shear 0..0.2."""
+
+    rotate: Range | None = None  # degrees
+    crop: Range | None = None  # fraction of each side cut away, the rest resized back
+    flip: Annotated[Float, Field(ge=0, le=1)] = 0.0  # probability of a horizontal flip
+    gamma: Range | None = None  # exponent range
+    scale: Range | None = None  # zoom factor range
+    shear: Range | None = None  # shear factor range
+
+    def build(self):
+        from training.augment import Augmentation
+
+        return Augmentation(**self.model_dump())
+
+
 class EvaluateParams(Section):
     temperatures: tuple[Annotated[Float, Field(gt=0)], ...] = (0.5, 0.7, 1.0)
     samples_per_class: PositiveInt = 8

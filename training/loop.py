@@ -101,6 +101,9 @@ class Trainer(Protocol):
     def divergence_advice(self) -> str:
         """What to try when steps keep failing (appended to ``TrainingDiverged``)."""
 
+    # Optional: ``stop_reason(self) -> str | None``, asked after every validation; a string (e.g. "early_stop")
+    # ends the run there (with its final checkpoint) and becomes the result's ``stopped_by``.
+
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
@@ -342,6 +345,9 @@ def run_training(
                 last_logged = state.step
             if config.val_every and state.step % config.val_every == 0:
                 validate()
+                reason = getattr(trainer, "stop_reason", lambda: None)()
+                if reason:
+                    stopped_by = reason
             if config.checkpoint_every and state.step % config.checkpoint_every == 0:
                 save()
                 last_saved = state.step
