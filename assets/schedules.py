@@ -1,18 +1,19 @@
 """The retraining schedule (cron from params.yaml's retrain.cron)."""
 
-from dagster import ScheduleEvaluationContext, schedule
+from dagster import ScheduleDefinition, ScheduleEvaluationContext, schedule
 
-from assets.jobs import train_and_evaluate_job
-from assets.resources import EmoflowConfig, default_params_path
+from assets.resources import MlflowTracking
 from assets.retraining import retrain_requests
-from assets.tracking import MlflowTracking
-from pipelines.params import load_params
+from pipelines.params import Params
 
 
-@schedule(
-    job=train_and_evaluate_job,
-    cron_schedule=load_params(default_params_path()).retrain.cron,
-    description="Retrain the champion variants on the latest shard set whose blocking checks passed.",
-)
-def retrain_schedule(context: ScheduleEvaluationContext, emoflow: EmoflowConfig, mlflow_tracking: MlflowTracking):
-    return retrain_requests(context.instance, emoflow, mlflow_tracking, reason="schedule")
+def build_retrain_schedule(settings: Params, job) -> ScheduleDefinition:
+    @schedule(
+        job=job,
+        cron_schedule=settings.retrain.cron,
+        description="Retrain the champion variants on the latest shard set whose blocking checks passed.",
+    )
+    def retrain_schedule(context: ScheduleEvaluationContext, mlflow_tracking: MlflowTracking):
+        return retrain_requests(context.instance, settings, mlflow_tracking, reason="schedule")
+
+    return retrain_schedule

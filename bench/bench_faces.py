@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=None, help="FaceParams.batch_size (default: params default)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument(
-        "--workers", type=int, default=None,
+        "--workers",
+        type=int,
+        default=None,
         help="MTCNN worker threads on CPU (default: one per CPU, at most 8; 1 = torch's own threading only)",
     )
     ap.add_argument("--device", default="auto")
@@ -63,17 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-repeats", type=int, default=1)
     args = ap.parse_args(argv)
 
-    import numpy as np
+    import cv2  # noqa: F401  (imported here so the memory figures below separate libraries from work)
+    import facenet_pytorch  # noqa: F401
+    import torch
+    import torchvision  # noqa: F401
     from PIL import Image
 
     from pipelines.faces import FaceAligner, as_array
     from pipelines.params import FaceParams
     from pipelines.records import FaceRecord, RawRecord
-
-    import cv2  # noqa: F401  (imported here so the memory figures below separate libraries from work)
-    import facenet_pytorch  # noqa: F401
-    import torch
-    import torchvision  # noqa: F401
 
     rss_libs = rss_mib()
     if args.threads:
@@ -85,8 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     records = [
-        RawRecord(source="jaffe", subject=p.name.split(".")[0], source_label=None, image=as_array(Image.open(p)),
-                  raw_path=p.name, content_hash="")
+        RawRecord(
+            source="jaffe",
+            subject=p.name.split(".")[0],
+            source_label=None,
+            image=as_array(Image.open(p)),
+            raw_path=p.name,
+            content_hash="",
+        )
         for p in paths
     ]
     decode_s = time.perf_counter() - t0

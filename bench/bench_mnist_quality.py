@@ -37,7 +37,9 @@ from flowmodels.training import TrainConfig, build_seeded_model, train  # noqa: 
 def run(args, variant: str) -> dict:
     root = Path(args.mnist)
     column = "pixels_svd" if variant.endswith("_svd") else "pixels"
-    train_set, val_set, test_set = (load_mnist_partition(root, s, pad_to=32, column=column) for s in ("train", "val", "test"))
+    train_set, val_set, test_set = (
+        load_mnist_partition(root, s, pad_to=32, column=column) for s in ("train", "val", "test")
+    )
     model = build_seeded_model(
         args.seed, variant, (1, 32, 32), None, levels=args.levels, steps=args.steps, hidden=args.hidden, n_bits=8
     )
@@ -85,7 +87,9 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--progress", action="store_true", help="tqdm bar on stderr")
-    p.add_argument("--mnist", default=os.environ.get("EMOFLOW_DATASETS", str(ROOT.parent / "shared" / "datasets")) + "/mnist")
+    p.add_argument(
+        "--mnist", default=os.environ.get("EMOFLOW_DATASETS", str(ROOT.parent / "shared" / "datasets")) + "/mnist"
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

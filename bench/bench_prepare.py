@@ -91,7 +91,15 @@ def main() -> None:
             raw.mkdir(parents=True)
             build_scaled_zip(source_zip, raw / "fer2013-train.zip", scale)
             child = subprocess.run(
-                [sys.executable, __file__, "--cores", str(args.cores), "--child", str(raw.parent), str(Path(tmp) / "home")],
+                [
+                    sys.executable,
+                    __file__,
+                    "--cores",
+                    str(args.cores),
+                    "--child",
+                    str(raw.parent),
+                    str(Path(tmp) / "home"),
+                ],
                 capture_output=True,
                 text=True,
                 check=True,

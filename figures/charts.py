@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,8 +20,15 @@ def confusion_png(confusion: np.ndarray, class_names: Sequence[str], title: str 
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(c):
         for j in range(c):
-            ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=8,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(int(confusion[i, j])),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(c))
     ax.set_xticklabels(class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(c))
@@ -47,7 +54,14 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, class_names: Sequ
         for c in np.unique(labels):
             mask = labels == c
             name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
-            ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.75, color=cmap(int(c) % 10), label=f"{name} ({mask.sum()})")
+            ax.scatter(
+                points[mask, 0],
+                points[mask, 1],
+                s=6,
+                alpha=0.75,
+                color=cmap(int(c) % 10),
+                label=f"{name} ({mask.sum()})",
+            )
         ax.legend(fontsize=7, markerscale=2, loc="best", frameon=False)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -130,7 +130,9 @@ class FlowLatentClassifier(nn.Module):
         """Z_cond = [z_1, ..., z_{L-1}, h(z_L, y)] (paper 002, Fig. 1a)."""
         latents = self.f.encode(x)
         n = latents[-1].shape[0]
-        z_cond, _ = self.h(latents[-1], one_hot_condition(y, self.num_classes, n, latents[-1].device, latents[-1].dtype))
+        z_cond, _ = self.h(
+            latents[-1], one_hot_condition(y, self.num_classes, n, latents[-1].device, latents[-1].dtype)
+        )
         return latents[:-1] + [z_cond]
 
     def decode(self, latents: list[Tensor], y: Labels) -> Tensor:

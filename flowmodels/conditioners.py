@@ -17,10 +17,11 @@ every scale and shift: it is appended to the conditioner's input as constant cha
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from flowmodels.winograd import WinogradConv3x3
 
@@ -45,18 +46,32 @@ class ZeroConv2d(nn.Module):
         self.scale = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
         self.gain_factor = gain_factor
 
+    def gain(self, y: Tensor) -> Tensor:
+        """The learned output gain applied to the convolution's output ``y``."""
+        return y * torch.exp(self.scale * self.gain_factor)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x) * torch.exp(self.scale * self.gain_factor)
+        return self.gain(self.conv(x))
 
 
-class _ReLUWithInPlaceBackward(torch.autograd.Function):
-    """ReLU in place on a fresh convolution output, with the backward pass also in place.
+def _transforms_active() -> bool:
+    """True inside torch.func transforms (vmap, grad, jacrev, jvp, ...): the in-place kernels step aside there,
+    so the conditioner is plain differentiable PyTorch that every transform understands."""
+    return torch._C._are_functorch_transforms_active()
+
+
+class _ReLUInPlace(torch.autograd.Function):
+    """ReLU in place on a convolution output, with the backward pass also in place. Only reached through
+    ``relu_conv_chain``, which is what makes it safe.
 
     Why: the hidden activations are the widest tensors of a training step (64 x 512 x 24 x 24 floats = 75 MB
     in the benchmark). Autograd's ReLU backward allocates a new tensor of that size for the masked gradient, and
     on CPU the page faults of that first touch cost ~5x the masking itself (40 ms vs 6-8 ms measured).
-    Masking the incoming gradient where it lies saves that. It is safe here because the activation feeds exactly
-    one convolution, whose backward hands over a gradient tensor nobody else holds.
+    Masking the incoming gradient where it lies saves that. In-place is only correct when nobody else holds
+    either tensor: the activation is created and consumed inside ``relu_conv_chain`` (no caller ever sees it)
+    and the gradient is the fresh ``grad_input`` of the one convolution that consumed it. The backward still
+    checks the gradient's layout and masks a copy when it is not a dense tensor of its own (an expanded
+    gradient writes through to a shared element).
     """
 
     @staticmethod
@@ -67,18 +82,42 @@ class _ReLUWithInPlaceBackward(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor) -> Tensor:
         (out,) = ctx.saved_tensors
-        if not grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous():
+        own = grad._base is None and (grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last))
+        if not own or grad.shape != out.shape:
             return torch.ops.aten.threshold_backward(grad, out, 0.0)
         return torch.ops.aten.threshold_backward.grad_input(grad, out, 0.0, grad_input=grad)
 
 
-def _hidden_relu(x: Tensor) -> Tensor:
-    """ReLU for a conditioner's hidden activation (a fresh convolution output: modified in place)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _ReLUWithInPlaceBackward.apply(x)
-    return torch.relu_(x)
+def _is_own_dense(x: Tensor) -> bool:
+    """A tensor that owns its memory and whose elements do not alias (a fresh convolution output)."""
+    return x._base is None and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
+
+
+def relu_conv_chain(x: Tensor, convs) -> Tensor:
+    """``convs[-1](relu(... relu(convs[0](x))))``: convolutions with a ReLU between consecutive ones, the ReLU
+    in place in both passes (see ``_ReLUInPlace``). Safe by construction: every activation it modifies is
+    made and consumed here, and only ``nn.Conv2d`` layers are accepted, because their backward hands the ReLU
+    a gradient nobody else holds; any other module could keep the activation or share its gradient, and is
+    refused. Inside torch.func transforms, under no_grad and on tensors that are not a convolution's own
+    output, it is the plain out-of-place composition (same numbers)."""
+    convs = list(convs)
+    for conv in convs:
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"relu_conv_chain takes nn.Conv2d layers only (got {type(conv).__name__})")
+    h = convs[0](x)
+    plain = _transforms_active()  # (checked first: vmap cannot query memory formats either)
+    for conv in convs[1:]:
+        if plain or not _is_own_dense(h):
+            h = torch.relu(h)
+        elif torch.is_grad_enabled() and h.requires_grad:
+            h = _ReLUInPlace.apply(h)
+        else:
+            h = torch.relu_(h)
+        h = conv(h)
+    return h
 
 
 class ConvConditioner(nn.Module):
@@ -132,12 +171,12 @@ class ConvConditioner(nn.Module):
             n, _, h, w = x.shape
             x = torch.cat([x, cond[:, :, None, None].to(x.dtype).expand(n, -1, h, w)], dim=1)
         dtype = x.dtype
-        x = x.contiguous(memory_format=self.memory_format)
-        hidden = _hidden_relu(self.conv_in(x))
-        hidden = _hidden_relu(self.conv_mid(hidden))
+        if not _transforms_active():  # vmap cannot query memory formats; the layout changes no number
+            x = x.contiguous(memory_format=self.memory_format)
+        out = relu_conv_chain(x, (self.conv_in, self.conv_mid, self.conv_out.conv))
         # Under bf16 autocast the convolutions run in bf16; scales, shifts and log-determinants stay in the
         # flow's own precision.
-        return self.conv_out(hidden).to(dtype)
+        return self.conv_out.gain(out).to(dtype)
 
 
 def conditioner_factory(

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -126,7 +126,9 @@ def load_shard_split(
     ids: list[str] = []
     filled = 0
     for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=[column, "label", "height", "width", "id"]):
+        for batch in pq.ParquetFile(f).iter_batches(
+            batch_size=batch_rows, columns=[column, "label", "height", "width", "id"]
+        ):
             n = batch.num_rows
             if n == 0:
                 continue

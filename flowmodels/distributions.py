@@ -33,7 +33,9 @@ class LabelShift(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, cond: Tensor) -> Tensor:
-        return self.linear(cond)[:, :, None, None]
+        # Part of a prior (a density): autocast off, so a bf16 run's priors stay in the flow's precision.
+        with torch.autocast(device_type=cond.device.type, enabled=False):
+            return self.linear(cond.to(self.linear.weight.dtype))[:, :, None, None]
 
 
 class TopPrior(nn.Module):

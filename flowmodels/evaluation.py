@@ -16,8 +16,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,11 @@ class EvaluationReport:
 
 @torch.no_grad()
 def sample_grid(
-    model: FlowModel, temperature: float, samples_per_class: int = 8, class_names: Sequence[str] | None = None, seed: int = 0
+    model: FlowModel,
+    temperature: float,
+    samples_per_class: int = 8,
+    class_names: Sequence[str] | None = None,
+    seed: int = 0,
 ) -> bytes:
     """PNG: one row of samples per class (conditional model) or a square grid (unconditional), at
     ``temperature``; the latent noise depends on (seed, row) only, so grids at other temperatures match."""
@@ -70,7 +75,9 @@ def sample_grid(
 
 
 @torch.no_grad()
-def flat_latents(model: FlowModel, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 128) -> np.ndarray:
+def flat_latents(
+    model: FlowModel, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 128
+) -> np.ndarray:
     """Every latent level of each image, concatenated: (N, D). A conditional model encodes with ``labels``."""
     device = model_device(model)
     out = []
@@ -149,7 +156,9 @@ def _history_points(history: Any) -> tuple[list[tuple[int, float]], list[tuple[i
 def bpd_curve_png(history: Any, test_bpd: float | None = None, n_bits: int = 8, title: str = "") -> bytes | None:
     train_points, val_points = _history_points(history)
     hline = None if test_bpd is None else (f"test {test_bpd:.3f}", test_bpd)
-    return curve_png({"train (window mean)": train_points, "validation": val_points}, f"bits/dim ({n_bits}-bit)", title, hline)
+    return curve_png(
+        {"train (window mean)": train_points, "validation": val_points}, f"bits/dim ({n_bits}-bit)", title, hline
+    )
 
 
 @torch.no_grad()
@@ -187,13 +196,24 @@ def evaluate(
         raise ValueError(f"{test_set.name} has labels beyond the model's {model.num_classes} classes")
     names: tuple[str, ...] = tuple(test_set.class_names or ()) or tuple(str(c) for c in range(model.num_classes or 0))
     variant = model.config.get("variant", "flow")
-    stages = ["bits/dim", "samples"] + (["classification"] if model.conditional and labelled else []) + ["t-SNE", "transfer", "curve"]
+    stages = (
+        ["bits/dim", "samples"]
+        + (["classification"] if model.conditional and labelled else [])
+        + ["t-SNE", "transfer", "curve"]
+    )
     step = iter(range(1, len(stages) + 1))
 
     standard, bplf = test_bits_per_dim(model, test_set, batch_size, seed)
-    metrics: dict[str, float] = {"test_bpd": standard, "test_bpd_bplf": bplf, "n_bits": float(model.n_bits), "test_images": float(len(test_set))}
+    metrics: dict[str, float] = {
+        "test_bpd": standard,
+        "test_bpd_bplf": bplf,
+        "n_bits": float(model.n_bits),
+        "test_images": float(len(test_set)),
+    }
     if model.conditional and labelled:
-        metrics["test_bpd_marginal"] = dataset_bits_per_dim(model, test_set, batch_size, seed, ("standard",), marginal=True)["standard"]
+        metrics["test_bpd_marginal"] = dataset_bits_per_dim(
+            model, test_set, batch_size, seed, ("standard",), marginal=True
+        )["standard"]
     say("bits/dim", next(step), len(stages))
 
     figures: dict[str, bytes] = {}
@@ -208,7 +228,9 @@ def evaluate(
         metrics.update(classification_metrics(confusion, names))
         prior = "uniform prior" if log_prior is None else "training-frequency prior"
         figures["confusion_matrix"] = confusion_png(
-            confusion, names, f"{variant}: Bayes classifier ({prior}) on {test_set.name}, accuracy {metrics['accuracy']:.3f}"
+            confusion,
+            names,
+            f"{variant}: Bayes classifier ({prior}) on {test_set.name}, accuracy {metrics['accuracy']:.3f}",
         )
         say("classification", next(step), len(stages))
 
@@ -223,7 +245,10 @@ def evaluate(
             how = ", coloured by predicted class"
         embedding = tsne_embedding(flat_latents(model, test_set.images[pick], colour, batch_size), seed)
         figures["tsne"] = scatter_png(
-            embedding, None if colour is None else colour.numpy(), names or None, f"{variant}: t-SNE of {n} test latents ({test_set.name}{how})"
+            embedding,
+            None if colour is None else colour.numpy(),
+            names or None,
+            f"{variant}: t-SNE of {n} test latents ({test_set.name}{how})",
         )
     say("t-SNE", next(step), len(stages))
     if labelled:

@@ -67,7 +67,12 @@ def class_mean_latents(
 
 @torch.no_grad()
 def transfer_expression(
-    model: FlowModel, x: Tensor, target: int, means: ClassLatentMeans, source_labels: Labels = None, strength: float = 1.0
+    model: FlowModel,
+    x: Tensor,
+    target: int,
+    means: ClassLatentMeans,
+    source_labels: Labels = None,
+    strength: float = 1.0,
 ) -> Tensor:
     """decode(encode(x) + strength * (z_avg^target - z_avg^other)): x rendered with the target expression.
 

@@ -14,7 +14,7 @@ follows the order of computation).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor, nn
 

@@ -7,7 +7,7 @@ noise. In a distributed run rank r scores every world-th chunk and the sums are 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

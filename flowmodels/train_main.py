@@ -40,7 +40,6 @@ from training.devices import distributed_context
 from training.loop import TrainingDiverged
 
 
-
 def _json_arg(text: str | None) -> dict:
     """Inline JSON, or the path of a JSON file."""
     if not text:
@@ -60,14 +59,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--shards", help="shard-set folder (or shards root with a 'current' file)")
     src.add_argument("--mnist", help="folder with MNIST's idx files")
-    p.add_argument("--variant", required=True, help="glow, glow_svd, bplf_3x3, bplf_3x3_1x1, bplf_3x3_svd, bplf_3x3_1x1_svd")
+    p.add_argument(
+        "--variant", required=True, help="glow, glow_svd, bplf_3x3, bplf_3x3_1x1, bplf_3x3_svd, bplf_3x3_1x1_svd"
+    )
     p.add_argument("--split-train", default="train")
     p.add_argument("--split-val", default="val", help="validation split, or 'none'")
     p.add_argument("--sources", default=None, help="comma-separated shard sources (default: all)")
     p.add_argument("--column", default=None, help="pixels | pixels_svd (default: the variant's)")
     p.add_argument("--mnist-val", type=int, default=MNIST_VAL_IMAGES, help="MNIST: last N training images = 'val'")
     p.add_argument("--pad-to", type=int, default=32, help="MNIST: zero-pad 28x28 to this size (default 32)")
-    p.add_argument("--unconditional", action="store_true", help="train an unconditional flow (default: emotion-/digit-conditional)")
+    p.add_argument(
+        "--unconditional", action="store_true", help="train an unconditional flow (default: emotion-/digit-conditional)"
+    )
     p.add_argument("--checkpoint-dir", required=True)
     p.add_argument("--params", default=None, help="settings file (default: the project's params.yaml)")
     p.add_argument("--config", default=None, help="overrides of params' train: section, as JSON (file or inline)")
@@ -92,6 +95,7 @@ def load_data(args, params: Params) -> tuple[ImageSet, ImageSet | None, str]:
         train_set = load_shard_split(args.shards, args.split_train, column=column, sources=sources)
         val_set = load_shard_split(args.shards, val_split, column=column, sources=sources) if val_split else None
     else:
+
         def mnist(split: str) -> ImageSet:
             try:
                 return load_mnist_partition(
@@ -141,8 +145,13 @@ def main(argv=None) -> int:
         model = build_seeded_model(config.seed, args.variant, train_set.image_shape, num_classes, **hparams)
         try:
             result = train(
-                model, train_set, val_set, config, Path(args.checkpoint_dir),
-                progress_bar=args.progress, resume=not args.no_resume,
+                model,
+                train_set,
+                val_set,
+                config,
+                Path(args.checkpoint_dir),
+                progress_bar=args.progress,
+                resume=not args.no_resume,
             )
         except TrainingDiverged as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -101,12 +102,17 @@ class FlowTrainer:
         self.val_set = val_set if val_set is not None and len(val_set) else None
         self._check_data()
         if config.batch_size % self.world:
-            raise ValueError(f"batch_size {config.batch_size} (the global batch) must be divisible by the {self.world} processes")
+            raise ValueError(
+                f"batch_size {config.batch_size} (the global batch) must be divisible by the {self.world} processes"
+            )
         self.local_batch = config.batch_size // self.world
         self.batches = EpochBatches(config.seed, len(train_set), config.batch_size)
         self.steps_per_epoch = self.batches.steps_per_epoch
         self.labels = train_set.labels if model.conditional else None
-        self.data_prints = {"train": train_set.fingerprint(), "val": None if self.val_set is None else self.val_set.fingerprint()}
+        self.data_prints = {
+            "train": train_set.fingerprint(),
+            "val": None if self.val_set is None else self.val_set.fingerprint(),
+        }
         model.to(self.device).train()
         self.optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
         self.schedule = WarmupSchedule(self.optimizer, config.lr, config.warmup_steps)
@@ -125,9 +131,13 @@ class FlowTrainer:
                 if s.labels is None:
                     raise ValueError(f"a class-conditional model needs labels, and {s.name} has none")
                 if len(s) and int(s.labels.max()) >= model.num_classes:
-                    raise ValueError(f"{s.name} has labels up to {int(s.labels.max())}; the model has {model.num_classes} classes")
+                    raise ValueError(
+                        f"{s.name} has labels up to {int(s.labels.max())}; the model has {model.num_classes} classes"
+                    )
         if len(self.train_set) < self.config.batch_size:
-            raise ValueError(f"{self.train_set.name} has {len(self.train_set)} images, fewer than one batch of {self.config.batch_size}")
+            raise ValueError(
+                f"{self.train_set.name} has {len(self.train_set)} images, fewer than one batch of {self.config.batch_size}"
+            )
 
     # --- the Trainer protocol -------------------------------------------------------------------------------
     def initialize(self) -> str:
@@ -136,7 +146,9 @@ class FlowTrainer:
         else:
             how = "data"
             if self.rank == 0:  # the other ranks receive it through DDP's broadcast
-                idx = torch.randperm(len(self.train_set), generator=generator(self.config.seed, "init"))[: self.config.init_batch]
+                idx = torch.randperm(len(self.train_set), generator=generator(self.config.seed, "init"))[
+                    : self.config.init_batch
+                ]
                 x0 = self.train_set.images[idx].to(self.device)
                 y0 = self.labels[idx].to(self.device) if self.labels is not None else None
                 with seeded(derive_seed(self.config.seed, "init-noise"), self.device):
@@ -168,10 +180,14 @@ class FlowTrainer:
         idx = self.batches(step)[rank * local : (rank + 1) * local]
         x = self.train_set.images[idx].to(self.device, non_blocking=True)
         y = self.labels[idx].to(self.device, non_blocking=True) if self.labels is not None else None
-        noise = uniform(cfg.seed, "noise", step, (cfg.batch_size, *self.train_set.image_shape))[rank * local : (rank + 1) * local]
+        noise = uniform(cfg.seed, "noise", step, (cfg.batch_size, *self.train_set.image_shape))[
+            rank * local : (rank + 1) * local
+        ]
         lr = self.schedule.apply(step)
         self.optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
+        autocast = (
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
+        )
         with autocast:
             loss = self.objective(x, y, noise.to(self.device, non_blocking=True))
         loss.backward()
@@ -191,8 +207,13 @@ class FlowTrainer:
             return None
         self.model.eval()
         value = dataset_bits_per_dim(
-            self.model, self.val_set, batch_size=max(self.local_batch, 64), seed=derive_seed(self.config.seed, "val"),
-            device=self.device, rank=self.rank, world=self.world,
+            self.model,
+            self.val_set,
+            batch_size=max(self.local_batch, 64),
+            seed=derive_seed(self.config.seed, "val"),
+            device=self.device,
+            rank=self.rank,
+            world=self.world,
         )["standard"]
         self.model.train()
         return {"val_bpd": value}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 # Interpolation points 0, +-1, +-2, infinity.
 _BT = [
@@ -113,6 +114,7 @@ class _WinogradConv3x3(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable: a 2nd derivative raises
     def backward(ctx, grad_y: Tensor):
         v, u, weight = ctx.saved_tensors
         n, c, h, w, k, th, tw = ctx.shape
@@ -128,9 +130,9 @@ class _WinogradConv3x3(torch.autograd.Function):
             gv = torch.bmm(gm, u.transpose(1, 2))  # (36, T, C)
             g_tiles = (btb.t() @ gv.view(36, t * c)).view(6, 6, n, th, tw, c)
             grad_x = _overlap_add(g_tiles, h, w)
-            grad_x = torch.empty((n, c, h, w), dtype=grad_x.dtype, device=grad_x.device, memory_format=torch.channels_last).copy_(
-                grad_x.permute(0, 3, 1, 2)
-            )
+            grad_x = torch.empty(
+                (n, c, h, w), dtype=grad_x.dtype, device=grad_x.device, memory_format=torch.channels_last
+            ).copy_(grad_x.permute(0, 3, 1, 2))
         if ctx.needs_input_grad[1]:
             gu = torch.bmm(v.transpose(1, 2), gm).view(6, 6, c, k)  # (a, b, C, K)
             grad_w = torch.einsum("ai,abck,bj->kcij", g, gu, g)
@@ -158,6 +160,13 @@ class WinogradConv3x3(nn.Conv2d):
         self.enabled = enabled
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.enabled or x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+        # Plain conv on GPUs, under autocast, and inside torch.func transforms (an autograd.Function without a
+        # vmap rule cannot be transformed; the plain conv is the same function).
+        if (
+            not self.enabled
+            or x.device.type != "cpu"
+            or torch.is_autocast_enabled("cpu")
+            or torch._C._are_functorch_transforms_active()
+        ):
             return super().forward(x)
         return winograd_conv3x3(x, self.weight, self.bias)

@@ -79,7 +79,11 @@ def cmd_shards_summary(args) -> int:
     version_dir = resolve_shard_set(Path(args.dir))
     manifest = json.loads((version_dir / "manifest.json").read_text())
     summary = shard_summary(manifest)
-    print(json.dumps(summary, indent=2) if args.json else f"EmotionSet {summary['version']}: {version_dir}\n" + _summary_text(summary))
+    print(
+        json.dumps(summary, indent=2)
+        if args.json
+        else f"EmotionSet {summary['version']}: {version_dir}\n" + _summary_text(summary)
+    )
     return 0
 
 
@@ -90,9 +94,7 @@ def cmd_shards_validate(args) -> int:
     version_dir = resolve_shard_set(Path(args.dir))
     manifest = json.loads((version_dir / "manifest.json").read_text())
     outcomes = validate_shard_set(version_dir, manifest)
-    report = {
-        name: {"success": o.success, "stats": o.stats, "failures": o.failures} for name, o in outcomes.items()
-    }
+    report = {name: {"success": o.success, "stats": o.stats, "failures": o.failures} for name, o in outcomes.items()}
     print(json.dumps(report, indent=2))
     return 0 if all(o.success for o in outcomes.values()) else 1
 
@@ -103,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="build the versioned EmotionSet shards from the raw datasets")
     p.add_argument("--params", default=None, help="params file (default: the project's params.yaml)")
-    p.add_argument("--raw-root", default=None, help="folder holding one folder per source (default: params data.raw_root)")
+    p.add_argument(
+        "--raw-root", default=None, help="folder holding one folder per source (default: params data.raw_root)"
+    )
     p.add_argument("--sources", default=None, help="comma-separated sources (default: those enabled in params)")
     p.add_argument("--out", default=None, help="shards root (default: $EMOFLOW_HOME/shards)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -6,54 +6,44 @@ Unknown keys, wrong types and out-of-range values are refused at load with the k
 (``data.faces.min_score: Input should be a valid number ... (got 'high')``); cross-field rules (image sides
 divisible by 2^levels, split ratios summing to 1, ...) are checked on the whole.
 
-Model families add their own section here (``judge``, ``bicogan``, ...): what a family's run needs is typed in
-one place, with its defaults.
+The data sections live here; the model half's (flows, training, each model family) in ``pipelines.model_params``;
+the scalar types in ``pipelines.params_types``. Everything is re-exported from this module.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import Field, StrictInt, ValidationError, model_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PARAMS_PATH = PROJECT_ROOT / "params.yaml"
-KNOWN_SOURCES = ("jaffe", "ckplus", "fer2013", "mmi", "bueeg")
-SPLITS = ("train", "val", "test")
-ABLATION_VARIANTS = ("glow", "glow_svd", "bplf_3x3", "bplf_3x3_1x1", "bplf_3x3_svd", "bplf_3x3_1x1_svd")
-
-
-class ParamsError(ValueError):
-    """params.yaml is missing a value or holds one that cannot work."""
-
-
-def _number(value: Any) -> Any:
-    """Floats: numbers, and numeric strings (YAML 1.1 reads ``1e-3`` as a string); never booleans."""
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
-    return value
-
-
-Int = StrictInt  # refuses booleans, strings and fractions
-Float = Annotated[float, BeforeValidator(_number)]
-Bool = StrictBool
-Str = StrictStr
-PositiveInt = Annotated[StrictInt, Field(ge=1)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
-Fraction = Annotated[Float, Field(gt=0, le=1)]
-
-
-class Section(BaseModel):
-    """A params section: unknown keys refused, frozen, validated on assignment-free copies (``replace``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def replace(self, **changes: Any):
-        """A copy with ``changes`` applied and validated again (pydantic's model_copy does not validate)."""
-        return type(self).model_validate({**self.model_dump(), **changes})
+from pipelines.model_params import (  # noqa: F401  (re-exported: one import path for every section)
+    ABLATION_VARIANTS,
+    AugmentParams,
+    EvaluateParams,
+    FlowHparams,
+    LoopParams,
+    ModelParams,
+    TrainParams,
+)
+from pipelines.params_types import (  # noqa: F401  (re-exported)
+    DEFAULT_PARAMS_PATH,
+    KNOWN_SOURCES,
+    PROJECT_ROOT,
+    SPLITS,
+    Bool,
+    Float,
+    Fraction,
+    Int,
+    NonNegativeInt,
+    ParamsError,
+    PositiveInt,
+    Range,
+    Section,
+    Str,
+)
 
 
 # ---- data ------------------------------------------------------------------------------------------------------
@@ -168,103 +158,6 @@ class DataParams(Section):
         return {"seed": self.seed, "splits": dict(self.splits), "folds": self.folds}
 
 
-# ---- flow models -----------------------------------------------------------------------------------------------
-class FlowHparams(Section):
-    """``flowmodels.build_model``'s hyper-parameters: the one place their defaults live."""
-
-    levels: PositiveInt = 3  # Glow's L
-    steps: PositiveInt = 8  # Glow's K per level
-    hidden: PositiveInt = 128  # conditioner width
-    n_bits: Literal[5, 8] = 8
-    coupling_parts: Annotated[StrictInt, Field(ge=2)] = 2  # BPLF: parts of the linear coupling (2 = bi-parallel)
-    lu: Bool = True  # LU-parametrised 1x1 convolution (false: plain weight + slogdet)
-    glow_coupling: Literal["affine", "additive"] = "affine"  # Glow variants only
-    channels_last: Bool = True  # NHWC convolutions in the conditioners: speed only, same numbers
-    winograd: Bool = True  # CPU Winograd for the 3x3 conditioners' hidden convolution: speed only
-
-
-class ModelParams(Section):
-    variant: Literal[ABLATION_VARIANTS] = "bplf_3x3_svd"  # type: ignore[valid-type]  # the BPLF paper's best
-    variants: tuple[Literal[ABLATION_VARIANTS], ...] = ABLATION_VARIANTS  # type: ignore[valid-type]
-    conditional: Bool = True  # emotion-conditional (BPLF equation 3-8)
-    hparams: FlowHparams = Field(default_factory=FlowHparams)
-
-    @model_validator(mode="after")
-    def _variant_listed(self) -> ModelParams:
-        if self.variant not in self.variants:
-            raise ValueError(f"variant {self.variant!r} must be one of variants {list(self.variants)}")
-        return self
-
-
-class LoopParams(Section):
-    """What ``training.LoopConfig`` takes: budgets (whichever comes first), cadences, the non-finite guard."""
-
-    max_steps: PositiveInt | None = 2000
-    max_epochs: Annotated[Float, Field(gt=0)] | None = None
-    max_seconds: Annotated[Float, Field(gt=0)] | None = None
-    checkpoint_every: NonNegativeInt = 500  # 0: only at the end
-    val_every: NonNegativeInt = 500  # 0: only at the end
-    log_every: PositiveInt = 10
-    max_bad_steps: PositiveInt = 10  # consecutive non-finite steps before training stops with advice
-    keep_checkpoints: PositiveInt | None = None  # step files kept (null: all; last.pt always)
-    seed: Int = 0
-    device: Annotated[Str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")] = "auto"
-
-    @model_validator(mode="after")
-    def _some_budget(self):
-        if self.max_steps is None and self.max_epochs is None and self.max_seconds is None:
-            raise ValueError("set at least one budget: max_steps, max_epochs or max_seconds")
-        return self
-
-
-class TrainParams(LoopParams):
-    """The flows' training (``flowmodels.training.FlowTrainer``)."""
-
-    optimizer: Literal["adam", "adamax", "adamw"] = "adamax"
-    lr: Annotated[Float, Field(gt=0)] = 1e-3
-    warmup_steps: NonNegativeInt = 200
-    grad_clip: Annotated[Float, Field(ge=0)] | None = 50.0  # 0 or null: no clipping
-    batch_size: PositiveInt = 64  # the global batch (split over the ranks of a distributed run)
-    bf16: Bool = False  # bf16 autocast (GPU); log-determinants stay float32
-    init_batch: PositiveInt = 256  # images of actnorm's data-dependent initialisation
-
-    # The fields that shape the trajectory: a checkpoint resumes only under the same values. Budgets, cadences,
-    # the device and the skip tolerance may change between an interrupted run and its resumption.
-    TRAJECTORY: ClassVar[tuple[str, ...]] = ("optimizer", "lr", "warmup_steps", "grad_clip", "batch_size", "bf16", "seed", "init_batch")
-
-    def trajectory(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.TRAJECTORY}
-
-
-Range = tuple[Float, Float]
-
-
-class AugmentParams(Section):
-    """``training.augment.Augmentation``: ranges drawn uniformly per image (null / 0: off). BiCoGAN's table:
-    rotate -50..30 (the one that helped), crop 0..0.2, flip 1, gamma contrast, scale 1..1.5, shear 0..0.2."""
-
-    rotate: Range | None = None  # degrees
-    crop: Range | None = None  # fraction of each side cut away, the rest resized back
-    flip: Annotated[Float, Field(ge=0, le=1)] = 0.0  # probability of a horizontal flip
-    gamma: Range | None = None  # exponent range
-    scale: Range | None = None  # zoom factor range
-    shear: Range | None = None  # shear factor range
-
-    def build(self):
-        from training.augment import Augmentation
-
-        return Augmentation(**self.model_dump())
-
-
-class EvaluateParams(Section):
-    temperatures: tuple[Annotated[Float, Field(gt=0)], ...] = (0.5, 0.7, 1.0)
-    samples_per_class: PositiveInt = 8
-    tsne_points: NonNegativeInt = 1000  # 0: no t-SNE
-    batch_size: PositiveInt = 128
-    seed: Int = 0
-    class_prior: Literal["train", "uniform"] = "train"  # Bayes classifiers' p(y): training label frequencies
-
-
 class MnistParams(Section):
     root: Str = "data/raw/mnist"  # the four idx(.gz) files; the second source of Table 3
 
@@ -276,6 +169,9 @@ class MnistParams(Section):
 class TrackingParams(Section):
     uri: Str | None = None  # null: MLFLOW_TRACKING_URI, else sqlite:///$EMOFLOW_HOME/mlflow.db
     experiment: Str = "emoflow"
+    # MLflow samples CPU/memory/GPU this often during a training run (MLflow's own default, 10 s, records nothing
+    # for a run shorter than that); null: no system metrics
+    system_metrics_seconds: Annotated[Float, Field(gt=0)] | None = 5.0
 
 
 class RetrainParams(Section):
@@ -297,7 +193,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross_section(self) -> Params:
-        side = 2 ** self.model.hparams.levels
+        side = 2**self.model.hparams.levels
         h, w = self.data.image_size
         if h % side or w % side:
             raise ValueError(
@@ -305,7 +201,9 @@ class Params(Section):
                 "(every level of the flows squeezes the image by 2)"
             )
         if 32 % side:  # MNIST is zero-padded to 32x32 for the ablation
-            raise ValueError(f"model.hparams.levels {self.model.hparams.levels}: MNIST's 32x32 needs 2^levels to divide 32")
+            raise ValueError(
+                f"model.hparams.levels {self.model.hparams.levels}: MNIST's 32x32 needs 2^levels to divide 32"
+            )
         return self
 
     def with_overrides(self, raw_root: str | None = None, sources: list[str] | None = None) -> Params:

@@ -18,10 +18,10 @@ import json
 import os
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +41,6 @@ from pipelines.shards import (
     PartitionedShardWriter,
     ShardCounts,
     publish_dir,
-    resolve_shard_set,
     schema_description,
     write_json_atomic,
 )
@@ -62,7 +61,9 @@ class MissingDatasetsError(FileNotFoundError):
         lines = [f"dataset folder(s) not found for: {', '.join(s for s, _ in self.missing)}", ""]
         for source, folder in self.missing:
             lines += [f"{source}: expected at {folder}", f"  {LAYOUTS[source]}", ""]
-        lines.append("Put each dataset under the raw root (params data.raw_root, or --raw-root), or choose sources with --sources.")
+        lines.append(
+            "Put each dataset under the raw root (params data.raw_root, or --raw-root), or choose sources with --sources."
+        )
         super().__init__("\n".join(lines))
 
 
@@ -364,7 +365,9 @@ def assemble_emotionset(staged: Sequence[StagedSource], data: DataParams, shards
         rows = sum(counts.by_source.values())
         total_quarantined = sum(sum(r.values()) for r in quarantined.values())
         if rows_in != rows + total_quarantined:
-            raise ConservationError(f"EmotionSet: rows in {rows_in} != rows out {rows} + quarantined {total_quarantined}")
+            raise ConservationError(
+                f"EmotionSet: rows in {rows_in} != rows out {rows} + quarantined {total_quarantined}"
+            )
         files = []
         for path in sorted(writer.files):
             files.append({"path": path.relative_to(tmp).as_posix(), "rows": pq.ParquetFile(path).metadata.num_rows})
@@ -378,7 +381,8 @@ def assemble_emotionset(staged: Sequence[StagedSource], data: DataParams, shards
             "by_label": {name: counts.by_label[name] for name in EMOTIONS if counts.by_label[name]},
             "by_split": {s: counts.by_split[s] for s in ("train", "val", "test") if counts.by_split[s]},
             "by_source_split_label": {
-                k: {name: v[name] for name in EMOTIONS if v[name]} for k, v in sorted(counts.by_source_split_label.items())
+                k: {name: v[name] for name in EMOTIONS if v[name]}
+                for k, v in sorted(counts.by_source_split_label.items())
             },
             "quarantined": quarantined,
             "sources": {

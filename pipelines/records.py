@@ -11,8 +11,8 @@ as a quarantine record (rows in = rows out + rows quarantined).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Union
 
 import numpy as np
 
@@ -99,5 +99,5 @@ class FaceRecord:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the raw image's pixel coordinates
 
 
-ReaderOutput = Union[RawRecord, Quarantined]
+ReaderOutput = RawRecord | Quarantined
 ReaderStream = Iterator[ReaderOutput]

@@ -17,9 +17,9 @@ import json
 import os
 import shutil
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -177,7 +177,9 @@ class PartitionedShardWriter:
         self._writers = {}
 
 
-def shard_files(version_dir: Path, splits: Sequence[str] | None = None, sources: Sequence[str] | None = None) -> list[Path]:
+def shard_files(
+    version_dir: Path, splits: Sequence[str] | None = None, sources: Sequence[str] | None = None
+) -> list[Path]:
     """The row files of a shard set, optionally only some splits/sources, in a stable order."""
     files = []
     for path in sorted(Path(version_dir).glob("split=*/source=*/part-*.parquet")):
@@ -196,7 +198,9 @@ def read_shards(
 ) -> pa.Table:
     """Read (part of) a shard set into one Arrow table with the fixed schema."""
     schema = SHARD_SCHEMA if columns is None else pa.schema([SHARD_SCHEMA.field(c) for c in columns])
-    tables = [pq.read_table(p, columns=list(columns) if columns else None) for p in shard_files(version_dir, splits, sources)]
+    tables = [
+        pq.read_table(p, columns=list(columns) if columns else None) for p in shard_files(version_dir, splits, sources)
+    ]
     if not tables:
         return schema.empty_table()
     return pa.concat_tables([t.cast(schema) for t in tables])
@@ -233,7 +237,9 @@ class ShardCounts:
 
     def add(self, table: pa.Table) -> None:
         for source, split, label in zip(
-            table.column("source").to_pylist(), table.column("split").to_pylist(), table.column("label_name").to_pylist()
+            table.column("source").to_pylist(),
+            table.column("split").to_pylist(),
+            table.column("label_name").to_pylist(),
         ):
             self.by_source[source] += 1
             self.by_label[label] += 1

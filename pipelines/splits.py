@@ -9,7 +9,7 @@ the given ratios. A source with its own split (FER2013's Usage) keeps it.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 

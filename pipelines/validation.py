@@ -76,7 +76,9 @@ def _run_suite(name: str, frame, expectations: list) -> SuiteOutcome:
     suite = context.suites.add(gx.ExpectationSuite(name=f"emotionset-{name}-{tag}"))
     for expectation in expectations:
         suite.add_expectation(expectation)
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"{name}-{tag}", data=batch, suite=suite))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{name}-{tag}", data=batch, suite=suite)
+    )
     try:
         result = definition.run(batch_parameters={"dataframe": frame})
     finally:
@@ -87,8 +89,19 @@ def _run_suite(name: str, frame, expectations: list) -> SuiteOutcome:
     for r in result.results:
         config = r.expectation_config
         kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id",)}
-        observed = {k: v for k, v in (r.result or {}).items() if k in ("observed_value", "unexpected_count", "partial_unexpected_list", "element_count")}
-        entries.append({"expectation": config.type, "kwargs": _jsonable(kwargs), "success": bool(r.success), "result": _jsonable(observed)})
+        observed = {
+            k: v
+            for k, v in (r.result or {}).items()
+            if k in ("observed_value", "unexpected_count", "partial_unexpected_list", "element_count")
+        }
+        entries.append(
+            {
+                "expectation": config.type,
+                "kwargs": _jsonable(kwargs),
+                "success": bool(r.success),
+                "result": _jsonable(observed),
+            }
+        )
     return SuiteOutcome(name, bool(result.success), entries)
 
 
@@ -140,7 +153,12 @@ def validate_schema(version_dir: Path) -> SuiteOutcome:
         "schema", frame, [gx.expectations.ExpectTableColumnsToMatchOrderedList(column_list=list(SHARD_SCHEMA.names))]
     )
     outcome.expectations.append(
-        {"expectation": "every_file_has_the_shard_schema", "kwargs": {}, "success": not mismatched and bool(files), "result": {"mismatched_files": mismatched, "files": len(files)}}
+        {
+            "expectation": "every_file_has_the_shard_schema",
+            "kwargs": {},
+            "success": not mismatched and bool(files),
+            "result": {"mismatched_files": mismatched, "files": len(files)},
+        }
     )
     outcome.expectations.append(
         {"expectation": "quarantine_table_has_its_schema", "kwargs": {}, "success": quarantine_ok, "result": {}}
@@ -203,7 +221,9 @@ def validate_conservation(version_dir: Path, manifest: dict) -> SuiteOutcome:
     for path in shard_files(version_dir):
         source = path.parent.name.split("=", 1)[1]
         out_by_source[source] = out_by_source.get(source, 0) + pq.ParquetFile(path).metadata.num_rows
-    quarantine = pq.read_table(Path(version_dir) / "quarantine.parquet", columns=["source"]).column("source").to_pylist()
+    quarantine = (
+        pq.read_table(Path(version_dir) / "quarantine.parquet", columns=["source"]).column("source").to_pylist()
+    )
     quarantined_by_source: dict[str, int] = {}
     for source in quarantine:
         quarantined_by_source[source] = quarantined_by_source.get(source, 0) + 1
@@ -218,7 +238,9 @@ def validate_conservation(version_dir: Path, manifest: dict) -> SuiteOutcome:
         }
     )
     outcome = _run_suite(
-        "conservation", frame, [gx.expectations.ExpectColumnPairValuesToBeEqual(column_A="rows_in", column_B="rows_out_plus_quarantined")]
+        "conservation",
+        frame,
+        [gx.expectations.ExpectColumnPairValuesToBeEqual(column_A="rows_in", column_B="rows_out_plus_quarantined")],
     )
     outcome.stats = {
         "rows_in": int(manifest["rows_in"]),

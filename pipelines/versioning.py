@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 PIPELINES_DIR = Path(__file__).resolve().parent
-# Modules that do not shape the data: editing them must not invalidate every shard set.
-_NOT_DATA_SHAPING = {"cli.py", "validation.py", "summary.py", "progress.py"}
+# Modules that do not shape the data: editing them must not invalidate every shard set. (params.py types the
+# settings; the values that shape the data are hashed into each version themselves.)
+_NOT_DATA_SHAPING = {"cli.py", "validation.py", "summary.py", "progress.py", "params.py"}
 VERSION_LENGTH = 16
 
 
@@ -24,16 +26,24 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def tree_hash(folders, exclude: frozenset[str] = frozenset()) -> str:
+    """Hash of the Python source under ``folders`` (relative paths and contents), leaving out files named in
+    ``exclude``: the code version of a layer (the data-shaping pipelines, a model family's packages)."""
+    h = hashlib.sha256()
+    for folder in folders:
+        folder = Path(folder)
+        for path in sorted(folder.rglob("*.py")):
+            if path.name in exclude or "__pycache__" in path.parts:
+                continue
+            h.update(f"{folder.name}/{path.relative_to(folder).as_posix()}".encode() + b"\0")
+            h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:VERSION_LENGTH]
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """Hash of the data-shaping code in ``pipelines/`` (every .py but the CLI and reporting modules)."""
-    h = hashlib.sha256()
-    for path in sorted(PIPELINES_DIR.rglob("*.py")):
-        if path.name in _NOT_DATA_SHAPING or "__pycache__" in path.parts:
-            continue
-        h.update(path.relative_to(PIPELINES_DIR).as_posix().encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-    return h.hexdigest()[:VERSION_LENGTH]
+    return tree_hash([PIPELINES_DIR], frozenset(_NOT_DATA_SHAPING))
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Render emoflow's Dagster asset graph, read from the code (``assets.definitions.defs``), to a picture.
+"""Render emoflow's Dagster asset graph, read from the code (``assets.definitions.build_definitions``), to a picture.
 
     python scripts/render_asset_graph.py                      # -> docs/asset-graph.svg (the README's picture)
     python scripts/render_asset_graph.py --out graph.png      # PNG (or SVG/PDF, by the suffix)
@@ -55,9 +55,12 @@ def key_string(asset_key) -> str:
 
 
 def graph_model(defs=None) -> GraphModel:
-    """The asset graph of ``defs`` (default: ``assets.definitions.defs``)."""
+    """The asset graph of ``defs`` (default: the definitions built from the project's params.yaml)."""
     if defs is None:
-        from assets.definitions import defs
+        from assets.definitions import build_definitions
+        from pipelines.params import load_params
+
+        defs = build_definitions(load_params())
     graph = defs.resolve_asset_graph()
     nodes: dict[str, AssetNode] = {}
     for asset_key in graph.get_all_asset_keys():

@@ -28,3 +28,15 @@ def datasets_dir() -> Path:
             "fer2013/, faces/, mnist/"
         )
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """``cuda`` tests need a GPU: on a machine without one they are reported skipped, saying why."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none here): bench/gpu_check.sh runs these on one")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

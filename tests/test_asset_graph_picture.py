@@ -1,6 +1,6 @@
 """The README's asset-graph picture (docs/asset-graph.svg) shows the asset graph the code defines.
 
-scripts/render_asset_graph.py draws it from ``assets.definitions.defs``; every asset box, check line and
+scripts/render_asset_graph.py draws it from ``assets.definitions.build_definitions``; every asset box, check line and
 dependency arrow carries an SVG id (``asset:<key>``, ``check:<key>:<name>``, ``edge:<from>-><to>``). The script
 must draw every asset of the code, and the committed picture must match the code: when an asset, check or
 dependency is added, renamed or removed, re-render it with ``python scripts/render_asset_graph.py``.
@@ -22,12 +22,14 @@ STALE = f"{PICTURE.relative_to(PROJECT_ROOT)} is stale: re-render it with `pytho
 
 def svg_ids(path: Path, prefix: str) -> set[str]:
     root = ET.parse(path).getroot()
-    return {el.get("id")[len(prefix):] for el in root.iter() if (el.get("id") or "").startswith(prefix)}
+    return {el.get("id")[len(prefix) :] for el in root.iter() if (el.get("id") or "").startswith(prefix)}
 
 
 def code_graph() -> dict[str, set[str]]:
-    from assets.definitions import defs
+    from assets.definitions import build_definitions
+    from pipelines.params import load_params
 
+    defs = build_definitions(load_params())
     graph = defs.resolve_asset_graph()
     keys = {"/".join(k.path) for k in defs.resolve_all_asset_keys()}
     checks = {f"{'/'.join(c.asset_key.path)}:{c.name}" for c in graph.asset_check_keys}

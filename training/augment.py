@@ -61,7 +61,9 @@ class Augmentation:
         gammas = draw(self.gamma, 1.0)
         # crop: keep a (1 - cut) window at a random position, resized to the full image = zoom by 1/(1-cut)
         keep = 1.0 - cut
-        offset = (torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1) * cut[:, None]  # window centre in [-cut, cut]
+        offset = (torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1) * cut[
+            :, None
+        ]  # window centre in [-cut, cut]
         x = images.float() / 255.0
         geometric = any(v is not None for v in (self.rotate, self.scale, self.shear, self.crop)) or bool(flips.any())
         if geometric:

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
-
-def resolve_device(name: str = "auto", rank: int = 0) -> torch.device:
-    """"auto": CUDA when present (in a distributed run the GPU of LOCAL_RANK), else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", rank % max(1, torch.cuda.device_count())))
-        return torch.device("cuda", local)
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available")
-    return device
+from pipelines.devices import resolve_device  # noqa: F401  (training's device choice is the pipeline's)
 
 
 def distributed_context() -> tuple[int, int]:

@@ -16,9 +16,10 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -227,6 +228,14 @@ def run_training(
         resumed_from = None
         initialization = trainer.initialize()
 
+    log.info(
+        "%s: from step %d (%s) on %s, budget %s steps",
+        description,
+        state.step,
+        initialization,
+        trainer.device,
+        "unbounded" if math.isinf(step_limit) else int(step_limit),
+    )
     session_start = time.perf_counter()
     elapsed_before = state.elapsed
     session_images, session_compute = 0, 0.0
@@ -318,8 +327,21 @@ def run_training(
                 state.skipped_steps += 1
                 state.consecutive_bad += 1
                 state.skipped_at.append(state.step)
-                log.warning("%s step %d: %s: update skipped (%d in a row)", description, state.step, report.detail, state.consecutive_bad)
-                emit({"event": "skipped", "step": state.step, "detail": report.detail, "consecutive": state.consecutive_bad})
+                log.warning(
+                    "%s step %d: %s: update skipped (%d in a row)",
+                    description,
+                    state.step,
+                    report.detail,
+                    state.consecutive_bad,
+                )
+                emit(
+                    {
+                        "event": "skipped",
+                        "step": state.step,
+                        "detail": report.detail,
+                        "consecutive": state.consecutive_bad,
+                    }
+                )
                 if state.consecutive_bad >= config.max_bad_steps:
                     raise TrainingDiverged(
                         f"training diverged: {state.consecutive_bad} consecutive steps with a non-finite loss or "
@@ -367,6 +389,7 @@ def run_training(
         save()
     if world > 1:
         torch.distributed.barrier()
+    log.info("%s: stopped at step %d (%s) after %.1f s", description, state.step, stopped_by, elapsed())
     return TrainResult(
         kind=trainer.kind,
         steps=state.step,

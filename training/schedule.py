@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
 OPTIMIZERS = ("adam", "adamax", "adamw")
 
 
-def make_optimizer(name: str, params: Iterable, lr: float, betas: tuple[float, float] | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, params: Iterable, lr: float, betas: tuple[float, float] | None = None
+) -> torch.optim.Optimizer:
     """Adam, Adamax or AdamW at ``lr`` (``betas``: torch's defaults unless given; GANs use (0.5, 0.999))."""
     kwargs: dict[str, Any] = {"lr": lr}
     if betas is not None:
@@ -49,7 +52,12 @@ class WarmupSchedule:
         return lr
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "linear_warmup_constant", "lr": self.lr, "warmup_steps": self.warmup_steps, "step": self.step_index}
+        return {
+            "kind": "linear_warmup_constant",
+            "lr": self.lr,
+            "warmup_steps": self.warmup_steps,
+            "step": self.step_index,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.step_index = int(state["step"])

@@ -8,8 +8,9 @@ do not use it ignore it.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
+import torch
 from torch import Tensor, nn
 
 
@@ -26,6 +27,12 @@ class Flow(nn.Module):
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
+
+
+def full_precision(x: Tensor):
+    """A context in which autocast is off on x's device: what computes a density or a log-determinant runs
+    in it, so bf16 autocast (``train.bf16``) speeds up the conditioners' convolutions and nothing else."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def zero_logdet(x: Tensor) -> Tensor:

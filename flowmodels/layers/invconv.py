@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowmodels.flows.base import Flow, spatial_size
+from flowmodels.flows.base import Flow, full_precision, spatial_size
 
 
 class InvertibleConv1x1(Flow):
@@ -16,6 +16,9 @@ class InvertibleConv1x1(Flow):
     triangular, U strictly upper triangular. log|det W| = sum(log_s): cheap and exact, and W cannot become
     singular. ``lu=False``: W is a plain parameter and log|det W| comes from slogdet in double precision (the
     float32 determinant of a 48x48 matrix loses digits).
+
+    Autocast never touches it: a bf16 W would no longer be the matrix whose determinant is logged (and its
+    inverse would not undo it), so both directions run in the input's precision.
     """
 
     def __init__(self, num_channels: int, lu: bool = True):
@@ -50,15 +53,17 @@ class InvertibleConv1x1(Flow):
         return torch.linalg.slogdet(self.weight.double())[1].to(self.weight.dtype)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        w = self.weight_matrix()
-        y = F.conv2d(x, w.view(self.num_channels, self.num_channels, 1, 1))
-        logdet = (spatial_size(x) * self.log_abs_det()).expand(x.shape[0])
+        with full_precision(x):
+            w = self.weight_matrix()
+            y = F.conv2d(x, w.to(x.dtype).view(self.num_channels, self.num_channels, 1, 1))
+            logdet = (spatial_size(x) * self.log_abs_det()).expand(x.shape[0])
         return y, logdet
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        w = self.weight_matrix()
-        # Inverted in double precision: sampling and decode(encode(x)) round trips depend on it.
-        w_inv = torch.linalg.inv(w.double()).to(w.dtype)
-        x = F.conv2d(y, w_inv.view(self.num_channels, self.num_channels, 1, 1))
-        logdet = (-spatial_size(y) * self.log_abs_det()).expand(y.shape[0])
+        with full_precision(y):
+            w = self.weight_matrix()
+            # Inverted in double precision: sampling and decode(encode(x)) round trips depend on it.
+            w_inv = torch.linalg.inv(w.double()).to(y.dtype)
+            x = F.conv2d(y, w_inv.view(self.num_channels, self.num_channels, 1, 1))
+            logdet = (-spatial_size(y) * self.log_abs_det()).expand(y.shape[0])
         return x, logdet

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from flowmodels.conditioners import ZeroConv2d
 from flowmodels.distributions import LabelShift, gaussian_log_prob, gaussian_sample
+from flowmodels.flows.base import full_precision
 
 
 class Split(nn.Module):
@@ -26,11 +27,12 @@ class Split(nn.Module):
         self.label_shift = LabelShift(num_classes, 2 * self.z_channels) if num_classes else None
 
     def mean_log_sd(self, kept: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-        params = self.prior(kept)
+        with full_precision(kept):  # a density: never under autocast (one small conv: little to gain anyway)
+            params = self.prior(kept)
         if self.label_shift is not None:
             if cond is None:
                 raise ValueError("this split's prior is label-conditional: pass the one-hot condition")
-            params = params + self.label_shift(cond)
+            params = params + self.label_shift(cond).to(params.dtype)
         return params[:, : self.z_channels], params[:, self.z_channels :]
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -39,7 +41,9 @@ class Split(nn.Module):
         mean, log_sd = self.mean_log_sd(kept, cond)
         return kept, z, gaussian_log_prob(z, mean, log_sd)
 
-    def inverse(self, kept: Tensor, z: Tensor | None = None, cond: Tensor | None = None, temperature: float = 1.0) -> Tensor:
+    def inverse(
+        self, kept: Tensor, z: Tensor | None = None, cond: Tensor | None = None, temperature: float = 1.0
+    ) -> Tensor:
         """Put z back beside kept; with ``z=None`` draw it from the prior at the given temperature."""
         if z is None:
             mean, log_sd = self.mean_log_sd(kept, cond)

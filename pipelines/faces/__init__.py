@@ -17,9 +17,10 @@ torch, facenet-pytorch and OpenCV are imported on first use, so importing this p
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from ..params import FaceParams
 from ..records import FaceRecord, Quarantined, QuarantineReason, RawRecord
@@ -29,16 +30,15 @@ from .detection import (
     MIN_FACE_FRACTION,
     Detection,
     FaceDetector,
-    HaarDetector,
-    MtcnnDetector,
-    as_array,
     detect_faces,
     eye_angle,
     get_detector,
     resolve_device,
     select_face,
-    to_gray,
 )
+from .haar import HaarDetector
+from .images import as_array, to_gray
+from .mtcnn import MtcnnDetector
 
 __all__ = [
     "FaceAligner",

@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .detection import Detection, as_array, to_gray
+from .detection import Detection
+from .images import as_array, to_gray
 
 PAD_MODES = ("edge", "zero")
 
 
-def crop_geometry(
-    detection: Detection, size: tuple[int, int], margin: float
-) -> tuple[np.ndarray, tuple[float, float]]:
+def crop_geometry(detection: Detection, size: tuple[int, int], margin: float) -> tuple[np.ndarray, tuple[float, float]]:
     """The alignment as (M, (crop_w, crop_h)): M (2x3) maps raw-image points (pixel-edge coordinates, i.e.
     pixel (i, j) covers [i, i+1) x [j, j+1)) into the crop frame, whose extent is [0, crop_w) x [0, crop_h);
     the crop frame is scaled to the output size afterwards.

@@ -9,8 +9,8 @@ layouts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pipelines.params import DataParams
 from pipelines.records import ReaderStream
@@ -43,7 +43,7 @@ LAYOUTS: dict[str, str] = {
         "MMI: the download's <root>/mmi/Sessions/<session>/ (Sessions/ up to two levels down, e.g.\n"
         "  data/raw/mmi/mmi-facial-expression-database_download_2019-04-27_05_06_23/Sessions/12/), each holding the recording\n"
         "  (S001-001.avi, or frame images) and its metadata XML (S001-001.xml and/or session.xml) with\n"
-        "  <Metatag Name=\"Emotion\" Value=\"1..6\"/>; or a CK+-style copy <root>/mmi/<subject>/<sequence>/<frame>.png\n"
+        '  <Metatag Name="Emotion" Value="1..6"/>; or a CK+-style copy <root>/mmi/<subject>/<sequence>/<frame>.png\n'
         "  with a CSV of rows 'expression;subject;sequence' beside the subject folders (e.g. data/raw/mmi/mmi.csv).\n"
         "  Obtain: https://mmifacedb.eu/ (EULA)."
     ),
@@ -63,9 +63,7 @@ class MissingDatasetError(FileNotFoundError):
     def __init__(self, source: str, folder: Path, why: str = "folder not found"):
         self.source = source
         self.folder = folder
-        super().__init__(
-            f"{source}: {why}: {folder}\nExpected layout(s):\n  {LAYOUTS.get(source, '(unknown source)')}"
-        )
+        super().__init__(f"{source}: {why}: {folder}\nExpected layout(s):\n  {LAYOUTS.get(source, '(unknown source)')}")
 
 
 Reader = Callable[[Path, DataParams], ReaderStream]

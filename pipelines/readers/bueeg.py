@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from pipelines.params import DataParams
 from pipelines.readers import MissingDatasetError
@@ -61,12 +61,44 @@ SOURCE = "bueeg"
 
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "subject": ("subject", "subjectid", "subj", "participant", "participantid", "person", "personid"),
-    "video": ("video", "videofile", "videoname", "videoid", "videopath", "file", "filename", "clip", "clipname",
-              "recording"),
-    "start": ("startframe", "start", "begin", "beginframe", "onset", "onsetframe", "firstframe", "fromframe",
-              "framestart", "startframeno", "startframenumber"),
-    "end": ("endframe", "end", "stop", "stopframe", "offset", "offsetframe", "lastframe", "toframe", "frameend",
-            "endframeno", "endframenumber"),
+    "video": (
+        "video",
+        "videofile",
+        "videoname",
+        "videoid",
+        "videopath",
+        "file",
+        "filename",
+        "clip",
+        "clipname",
+        "recording",
+    ),
+    "start": (
+        "startframe",
+        "start",
+        "begin",
+        "beginframe",
+        "onset",
+        "onsetframe",
+        "firstframe",
+        "fromframe",
+        "framestart",
+        "startframeno",
+        "startframenumber",
+    ),
+    "end": (
+        "endframe",
+        "end",
+        "stop",
+        "stopframe",
+        "offset",
+        "offsetframe",
+        "lastframe",
+        "toframe",
+        "frameend",
+        "endframeno",
+        "endframenumber",
+    ),
     "expression": ("expression", "emotion", "label", "expressionlabel", "emotionlabel", "class"),
 }
 
@@ -98,7 +130,7 @@ def map_columns(header: list[str]) -> dict[str, int] | None:
 
 def _first_line(path: Path) -> str:
     try:
-        with open(path, "r", encoding="utf-8-sig", errors="replace") as fh:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
             for line in fh:
                 if line.strip():
                     return line.rstrip("\r\n")
@@ -133,7 +165,7 @@ def _match_child(parent: Path, name: str, want_dir: bool) -> Path | None:
     if not parent.is_dir():
         return None
     exact = parent / name
-    if (exact.is_dir() if want_dir else exact.is_file()):
+    if exact.is_dir() if want_dir else exact.is_file():
         return exact
     lower = name.lower()
     for p in sorted(parent.iterdir(), key=lambda q: q.name):
@@ -187,7 +219,8 @@ def read_bueeg(root: Path, params: DataParams) -> Iterator[ReaderOutput]:
     csvs = find_metadata_csvs(root)
     if not csvs:
         raise MissingDatasetError(
-            SOURCE, root,
+            SOURCE,
+            root,
             "no metadata CSV with the columns subject, video, start frame, end frame, expression "
             "(header names matched case-insensitively; see pipelines/readers/bueeg.py for accepted variants)",
         )
@@ -198,7 +231,7 @@ def _parse_csv(root: Path, path: Path) -> tuple[list[Segment], list[ReaderOutput
     segments: list[Segment] = []
     bad: list[ReaderOutput] = []
     csv_raw = rel(path, root)
-    with open(path, "r", encoding="utf-8-sig", errors="replace", newline="") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
         lines = [line for line in fh.read().splitlines() if line.strip()]
     delimiter = _delimiter(lines[0])
     rows = list(csv.reader(lines, delimiter=delimiter))
@@ -208,8 +241,14 @@ def _parse_csv(root: Path, path: Path) -> tuple[list[Segment], list[ReaderOutput
     for n, row in enumerate(body, start=1):
         row_raw = f"{csv_raw}#row={n}"
         if len(row) != len(header):
-            bad.append(quarantine(SOURCE, row_raw, QuarantineReason.MALFORMED_METADATA,
-                                  f"{len(row)} fields, expected {len(header)} ({delimiter.join(header)})"))
+            bad.append(
+                quarantine(
+                    SOURCE,
+                    row_raw,
+                    QuarantineReason.MALFORMED_METADATA,
+                    f"{len(row)} fields, expected {len(header)} ({delimiter.join(header)})",
+                )
+            )
             continue
         subject = row[cols["subject"]].strip()
         video = row[cols["video"]].strip()
@@ -224,12 +263,19 @@ def _parse_csv(root: Path, path: Path) -> tuple[list[Segment], list[ReaderOutput
         elif start < 0 or end < start:
             problems.append(f"segment {start}..{end} is empty or negative")
         if problems:
-            bad.append(quarantine(SOURCE, row_raw, QuarantineReason.MALFORMED_METADATA, "; ".join(problems),
-                                  subject=subject or None, source_label=expression.lower() or None))
+            bad.append(
+                quarantine(
+                    SOURCE,
+                    row_raw,
+                    QuarantineReason.MALFORMED_METADATA,
+                    "; ".join(problems),
+                    subject=subject or None,
+                    source_label=expression.lower() or None,
+                )
+            )
             continue
         assert start is not None and end is not None
-        segments.append(Segment(row_raw, subject, resolve_video(root, subject, video), start, end,
-                                expression.lower()))
+        segments.append(Segment(row_raw, subject, resolve_video(root, subject, video), start, end, expression.lower()))
     return segments, bad
 
 
@@ -255,13 +301,22 @@ def _read(root: Path, csvs: list[Path], stride: int) -> Iterator[ReaderOutput]:
             frame = result[0]
             (k, seg), *others = claims[frame]
             yield video_frame_record_or_quarantine(
-                SOURCE, result, video_raw, subject=seg.subject, source_label=seg.label,
+                SOURCE,
+                result,
+                video_raw,
+                subject=seg.subject,
+                source_label=seg.label,
                 sequence=f"{video.stem}/{k}",
             )
             for k2, seg2 in others:
                 yield quarantine(
-                    SOURCE, f"{video_raw}#frame={frame}", QuarantineReason.MALFORMED_METADATA,
+                    SOURCE,
+                    f"{video_raw}#frame={frame}",
+                    QuarantineReason.MALFORMED_METADATA,
                     f"frame {frame} also belongs to segment {video.stem}/{k} ({seg.row_raw}); "
                     f"overlapping segment from {seg2.row_raw}",
-                    subject=seg2.subject, sequence=f"{video.stem}/{k2}", frame=frame, source_label=seg2.label,
+                    subject=seg2.subject,
+                    sequence=f"{video.stem}/{k2}",
+                    frame=frame,
+                    source_label=seg2.label,
                 )

@@ -35,14 +35,15 @@ When a source folder holds both layouts (they hold the same sequences), only the
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipelines.params import DataParams
 from pipelines.readers import MissingDatasetError
 from pipelines.readers.common import (
     SkipCounter,
     classify_name,
+    emotion_folder_files,
     files,
     find_dirs,
     frame_sort_key,
@@ -54,7 +55,7 @@ from pipelines.readers.common import (
     subdirs,
     trailing_number,
 )
-from pipelines.records import QuarantineReason, ReaderOutput
+from pipelines.records import Quarantined, QuarantineReason, ReaderOutput
 
 SOURCE = "ckplus"
 IMAGES_DIR = "cohn-kanade-images"
@@ -290,48 +291,28 @@ def _read_sequence(
 
 def _read_ck48(root: Path, bases: list[Path]) -> Iterator[ReaderOutput]:
     skipped = SkipCounter(SOURCE)
+    outside = "image outside an emotion folder (expected CK+48/<emotion>/<file>.png)"
     for base in bases:
-        for f in files(base):
-            raw_path = rel(f, root)
-            kind = classify_name(f.name)
-            if kind == "skip":
-                skipped.add(raw_path)
-            elif kind == "other":
-                yield not_an_image(SOURCE, f, raw_path)
-            else:
+        for item in emotion_folder_files(SOURCE, root, base, skipped, outside):
+            if isinstance(item, Quarantined):
+                yield item
+            elif not item.is_image:
+                yield not_an_image(SOURCE, item.path, item.raw_path, source_label=item.label)
+            elif (m := FRAME_NAME.match(item.path.name)) is None:
                 yield quarantine(
-                    SOURCE, raw_path, QuarantineReason.MALFORMED_METADATA,
-                    "image outside an emotion folder (expected CK+48/<emotion>/<file>.png)",
+                    SOURCE,
+                    item.raw_path,
+                    QuarantineReason.MALFORMED_METADATA,
+                    f"file name {item.path.name!r} is not S<subject>_<sequence>_<frame>.png: no subject",
+                    source_label=item.label,
                 )
-        for emotion_dir in subdirs(base):
-            label = emotion_dir.name.lower()
-            for d in subdirs(emotion_dir):
-                log.warning("ckplus: unexpected folder inside CK+48/%s, ignored: %s", emotion_dir.name, rel(d, root))
-            for path in files(emotion_dir):
-                raw_path = rel(path, root)
-                kind = classify_name(path.name)
-                if kind == "skip":
-                    skipped.add(raw_path)
-                    continue
-                m = FRAME_NAME.match(path.name)
-                if kind == "other":
-                    yield not_an_image(SOURCE, path, raw_path, source_label=label)
-                    continue
-                if m is None:
-                    yield quarantine(
-                        SOURCE,
-                        raw_path,
-                        QuarantineReason.MALFORMED_METADATA,
-                        f"file name {path.name!r} is not S<subject>_<sequence>_<frame>.png: no subject",
-                        source_label=label,
-                    )
-                    continue
+            else:
                 yield image_file_or_quarantine(
                     SOURCE,
-                    path,
-                    raw_path,
+                    item.path,
+                    item.raw_path,
                     subject=m["subject"].upper(),
-                    source_label=label,
+                    source_label=item.label,
                     sequence=m["sequence"],
                     frame=int(m["frame"]),
                     precropped=True,

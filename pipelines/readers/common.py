@@ -19,8 +19,9 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -190,8 +191,10 @@ def read_bytes(path: Path) -> bytes | DecodeFailure:
     try:
         size = path.stat().st_size
         if size > MAX_IMAGE_BYTES:
-            return DecodeFailure(QuarantineReason.CORRUPT_IMAGE,
-                                 f"{size} bytes: over the {MAX_IMAGE_BYTES >> 20} MiB limit for one image, not read")
+            return DecodeFailure(
+                QuarantineReason.CORRUPT_IMAGE,
+                f"{size} bytes: over the {MAX_IMAGE_BYTES >> 20} MiB limit for one image, not read",
+            )
         return path.read_bytes()
     except OSError as exc:
         return DecodeFailure(QuarantineReason.CORRUPT_IMAGE, f"cannot read file: {exc}")
@@ -234,8 +237,53 @@ class SkipCounter:
     def report(self) -> None:
         if self.names:
             shown = ", ".join(self.names[:5]) + (" ..." if len(self.names) > 5 else "")
-            log.info("%s: skipped %d non-candidate file(s) (OS litter, documentation): %s",
-                     self.source, len(self.names), shown)
+            log.info(
+                "%s: skipped %d non-candidate file(s) (OS litter, documentation): %s",
+                self.source,
+                len(self.names),
+                shown,
+            )
+
+
+@dataclass(frozen=True)
+class EmotionFolderFile:
+    """A candidate file found in ``<base>/<emotion>/``: ``label`` is the folder name (lower case); ``is_image``
+    is False for a non-image file (the reader quarantines it ``not_an_image`` with its own fields)."""
+
+    path: Path
+    raw_path: str
+    label: str
+    is_image: bool
+
+
+def emotion_folder_files(
+    source: str, root: Path, base: Path, skipped: SkipCounter, outside_detail: str
+) -> Iterator[Quarantined | EmotionFolderFile]:
+    """Walk the ``<base>/<emotion>/<file>`` layout (CK+48's crops, FER2013's Kaggle image folders): files
+    directly in ``base`` are quarantined (``not_an_image``, or ``malformed_metadata`` with ``outside_detail``
+    for an image outside an emotion folder), folders nested inside an emotion folder are logged and ignored,
+    litter and documentation are counted in ``skipped``, and every other file of an emotion folder is yielded
+    for the reader to turn into a record."""
+    for f in files(base):
+        raw_path = rel(f, root)
+        kind = classify_name(f.name)
+        if kind == "skip":
+            skipped.add(raw_path)
+        elif kind == "other":
+            yield not_an_image(source, f, raw_path)
+        else:
+            yield quarantine(source, raw_path, QuarantineReason.MALFORMED_METADATA, outside_detail)
+    for emotion_dir in subdirs(base):
+        label = emotion_dir.name.lower()
+        for d in subdirs(emotion_dir):
+            log.warning("%s: unexpected folder inside %s, ignored: %s", source, rel(emotion_dir, root), rel(d, root))
+        for path in files(emotion_dir):
+            raw_path = rel(path, root)
+            kind = classify_name(path.name)
+            if kind == "skip":
+                skipped.add(raw_path)
+            else:
+                yield EmotionFolderFile(path, raw_path, label, kind != "other")
 
 
 # ---------------------------------------------------------------- video

@@ -40,8 +40,8 @@ import csv
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 import numpy as np
 
@@ -51,6 +51,7 @@ from pipelines.readers.common import (
     MAX_IMAGE_BYTES,
     SkipCounter,
     classify_name,
+    emotion_folder_files,
     files,
     find_dirs,
     image_file_or_quarantine,
@@ -64,7 +65,7 @@ from pipelines.readers.common import (
     subdirs,
 )
 from pipelines.readers.image_decoding import unsafe_member_reason
-from pipelines.records import QuarantineReason, RawRecord, ReaderOutput
+from pipelines.records import Quarantined, QuarantineReason, RawRecord, ReaderOutput
 
 SOURCE = "fer2013"
 SIDE = 48
@@ -79,7 +80,7 @@ REQUIRED_COLUMNS = ("emotion", "pixels", "usage")
 
 def _csv_header(path: Path) -> list[str] | None:
     try:
-        with open(path, "r", encoding="utf-8-sig", errors="replace", newline="") as fh:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
             first = fh.readline(4096)
     except OSError:
         return None
@@ -175,7 +176,7 @@ def _read_csvs(root: Path, csvs: list[Path]) -> Iterator[ReaderOutput]:
 
 def _read_csv(root: Path, path: Path, prefix: str) -> Iterator[ReaderOutput]:
     csv_raw = rel(path, root)
-    with open(path, "r", encoding="utf-8-sig", errors="replace", newline="") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
         header = [c.strip().lower() for c in next(csv.reader([fh.readline()]), [])]
         col = {name: header.index(name) for name in REQUIRED_COLUMNS}
         for n, line in enumerate(fh, start=1):
@@ -187,13 +188,17 @@ def _read_csv(root: Path, path: Path, prefix: str) -> Iterator[ReaderOutput]:
             try:
                 row = line.split(",") if '"' not in line else next(csv.reader([line]))
             except csv.Error as exc:
-                yield quarantine(SOURCE, raw_path, QuarantineReason.MALFORMED_METADATA, f"CSV error: {exc}",
-                                 subject=subject)
+                yield quarantine(
+                    SOURCE, raw_path, QuarantineReason.MALFORMED_METADATA, f"CSV error: {exc}", subject=subject
+                )
                 continue
             if len(row) != len(header):
                 yield quarantine(
-                    SOURCE, raw_path, QuarantineReason.MALFORMED_METADATA,
-                    f"{len(row)} fields, expected {len(header)} ({','.join(header)})", subject=subject,
+                    SOURCE,
+                    raw_path,
+                    QuarantineReason.MALFORMED_METADATA,
+                    f"{len(row)} fields, expected {len(header)} ({','.join(header)})",
+                    subject=subject,
                 )
                 continue
             emotion_text = row[col["emotion"]].strip()
@@ -201,17 +206,23 @@ def _read_csv(root: Path, path: Path, prefix: str) -> Iterator[ReaderOutput]:
                 label = str(int(emotion_text))
             except ValueError:
                 yield quarantine(
-                    SOURCE, raw_path, QuarantineReason.UNKNOWN_LABEL,
-                    f"emotion field {emotion_text[:40]!r} is not an integer code", subject=subject,
+                    SOURCE,
+                    raw_path,
+                    QuarantineReason.UNKNOWN_LABEL,
+                    f"emotion field {emotion_text[:40]!r} is not an integer code",
+                    subject=subject,
                 )
                 continue
             usage = row[col["usage"]].strip()
             split = USAGE_SPLIT.get(usage.lower())
             if split is None:
                 yield quarantine(
-                    SOURCE, raw_path, QuarantineReason.MALFORMED_METADATA,
+                    SOURCE,
+                    raw_path,
+                    QuarantineReason.MALFORMED_METADATA,
                     f"Usage {usage[:40]!r} is not Training, PublicTest or PrivateTest",
-                    subject=subject, source_label=label,
+                    subject=subject,
+                    source_label=label,
                 )
                 continue
             image = parse_pixels(row[col["pixels"]])
@@ -248,41 +259,24 @@ def split_of(split_dir_name: str, file_name: str) -> str:
 def _read_folders(root: Path, split_dirs: list[Path]) -> Iterator[ReaderOutput]:
     skipped = SkipCounter(SOURCE)
     for split_dir in split_dirs:
-        for f in files(split_dir):
-            raw_path = rel(f, root)
-            kind = classify_name(f.name)
-            if kind == "skip":
-                skipped.add(raw_path)
-            elif kind == "other":
-                yield not_an_image(SOURCE, f, raw_path)
-            else:
-                yield quarantine(
-                    SOURCE, raw_path, QuarantineReason.MALFORMED_METADATA,
-                    f"image directly in {split_dir.name}/, not in {split_dir.name}/<emotion>/",
-                )
-        for emotion_dir in subdirs(split_dir):
-            label = emotion_dir.name.lower()
-            for d in subdirs(emotion_dir):
-                log.warning("fer2013: unexpected folder ignored: %s", rel(d, root))
-            for f in files(emotion_dir):
-                raw_path = rel(f, root)
-                kind = classify_name(f.name)
-                if kind == "skip":
-                    skipped.add(raw_path)
-                    continue
-                subject = PurePosixPath(f.name).stem
-                if kind == "other":
-                    yield not_an_image(SOURCE, f, raw_path, subject=subject, source_label=label)
-                    continue
-                yield image_file_or_quarantine(
-                    SOURCE,
-                    f,
-                    raw_path,
-                    subject=subject,
-                    source_label=label,
-                    split_hint=split_of(split_dir.name, f.name),
-                    precropped=True,
-                )
+        outside = f"image directly in {split_dir.name}/, not in {split_dir.name}/<emotion>/"
+        for item in emotion_folder_files(SOURCE, root, split_dir, skipped, outside):
+            if isinstance(item, Quarantined):
+                yield item
+                continue
+            subject = PurePosixPath(item.path.name).stem
+            if not item.is_image:
+                yield not_an_image(SOURCE, item.path, item.raw_path, subject=subject, source_label=item.label)
+                continue
+            yield image_file_or_quarantine(
+                SOURCE,
+                item.path,
+                item.raw_path,
+                subject=subject,
+                source_label=item.label,
+                split_hint=split_of(split_dir.name, item.path.name),
+                precropped=True,
+            )
     skipped.report()
 
 
@@ -324,7 +318,9 @@ def _read_zip(root: Path, zpath: Path, skipped: SkipCounter) -> Iterator[ReaderO
                 if kind == "image" or (kind == "other" and inside_tree):
                     reason = QuarantineReason.MALFORMED_METADATA if kind == "image" else QuarantineReason.NOT_AN_IMAGE
                     yield quarantine(
-                        SOURCE, raw_path, reason,
+                        SOURCE,
+                        raw_path,
+                        reason,
                         "member outside the layout (expected train/<emotion>/ or test/<emotion>/)",
                     )
                 else:
@@ -340,25 +336,36 @@ def _read_zip(root: Path, zpath: Path, skipped: SkipCounter) -> Iterator[ReaderO
             subject = base[:dot] if dot > 0 else base
             if info.file_size > MAX_IMAGE_BYTES:
                 yield quarantine(
-                    SOURCE, raw_path, QuarantineReason.CORRUPT_IMAGE,
+                    SOURCE,
+                    raw_path,
+                    QuarantineReason.CORRUPT_IMAGE,
                     f"member declares {info.file_size} bytes: over the {MAX_IMAGE_BYTES >> 20} MiB limit, not read",
-                    subject=subject, source_label=label,
+                    subject=subject,
+                    source_label=label,
                 )
                 continue
             try:
                 data = zf.read(info)
             except _MEMBER_ERRORS as exc:
                 yield quarantine(
-                    SOURCE, raw_path, QuarantineReason.CORRUPT_IMAGE, f"zip member does not inflate: {exc}",
-                    subject=subject, source_label=label,
+                    SOURCE,
+                    raw_path,
+                    QuarantineReason.CORRUPT_IMAGE,
+                    f"zip member does not inflate: {exc}",
+                    subject=subject,
+                    source_label=label,
                 )
                 continue
             if kind == "other":
                 yield quarantine(
-                    SOURCE, raw_path, QuarantineReason.NOT_AN_IMAGE,
+                    SOURCE,
+                    raw_path,
+                    QuarantineReason.NOT_AN_IMAGE,
                     f"non-image member among images ({PurePosixPath(name).suffix or 'no extension'}, "
                     f"{len(data)} bytes)",
-                    subject=subject, source_label=label, content_hash=sha256_hex(data),
+                    subject=subject,
+                    source_label=label,
+                    content_hash=sha256_hex(data),
                 )
                 continue
             yield image_or_quarantine(

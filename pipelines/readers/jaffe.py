@@ -22,8 +22,8 @@ expression to report); a non-image, non-documentation file among the images -> `
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipelines.params import DataParams
 from pipelines.readers import MissingDatasetError
@@ -137,8 +137,9 @@ def read_jaffe(root: Path, params: DataParams) -> Iterator[ReaderOutput]:
     if not folders:
         raise MissingDatasetError(SOURCE, root, "no <poser>.<EXPR><n>.<id>.tiff image found (searched 2 levels down)")
     if len(folders) > 1:
-        log.warning("jaffe: JAFFE-named images in %d folders, reading all: %s", len(folders),
-                    [rel(f, root) for f in folders])
+        log.warning(
+            "jaffe: JAFFE-named images in %d folders, reading all: %s", len(folders), [rel(f, root) for f in folders]
+        )
     return _read(root, folders)
 
 

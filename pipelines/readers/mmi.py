@@ -45,8 +45,8 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipelines.params import DataParams
 from pipelines.readers import MissingDatasetError
@@ -161,7 +161,7 @@ def _find_sessions(root: Path) -> list[Path]:
 
 def _csv_rows_look_mmi(path: Path) -> bool:
     try:
-        with open(path, "r", encoding="utf-8-sig", errors="replace") as fh:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
             for line in fh:
                 if line.strip():
                     return len(line.strip().split(";")) == 3
@@ -185,8 +185,11 @@ def read_mmi(root: Path, params: DataParams) -> Iterator[ReaderOutput]:
     csvs = _find_ckstyle_csvs(root)
     if sessions:
         if csvs:
-            log.warning("mmi: %s holds Sessions/ and a CK+-style CSV %s: reading only Sessions/", root,
-                        [rel(c, root) for c in csvs])
+            log.warning(
+                "mmi: %s holds Sessions/ and a CK+-style CSV %s: reading only Sessions/",
+                root,
+                [rel(c, root) for c in csvs],
+            )
         return _read_sessions(root, sessions, params.mmi.middle_frames)
     if csvs:
         return _read_ckstyle(root, csvs, params.mmi.middle_frames)
@@ -221,8 +224,13 @@ def _read_session(root: Path, session_dir: Path, middle: int) -> Iterator[Reader
             broken.append((x, str(exc)))
 
     if not videos and not images:
-        yield quarantine(SOURCE, session_raw, QuarantineReason.MALFORMED_METADATA,
-                         "session folder holds no video and no frame image", sequence=session)
+        yield quarantine(
+            SOURCE,
+            session_raw,
+            QuarantineReason.MALFORMED_METADATA,
+            "session folder holds no video and no frame image",
+            sequence=session,
+        )
         return
 
     # subject: recording name prefix, else a <subject> element
@@ -246,28 +254,51 @@ def _read_session(root: Path, session_dir: Path, middle: int) -> Iterator[Reader
     if not label_values:
         if broken:
             x, why = broken[0]
-            yield quarantine(SOURCE, rel(x, root), QuarantineReason.MALFORMED_METADATA,
-                             f"session metadata XML does not parse: {why}", subject=subject, sequence=session)
+            yield quarantine(
+                SOURCE,
+                rel(x, root),
+                QuarantineReason.MALFORMED_METADATA,
+                f"session metadata XML does not parse: {why}",
+                subject=subject,
+                sequence=session,
+            )
         else:
-            yield quarantine(SOURCE, session_raw, QuarantineReason.MISSING_LABEL_FILE,
-                             f"no Emotion in the session's metadata ({[x.name for x in xmls] or 'no XML'})",
-                             subject=subject, sequence=session)
+            yield quarantine(
+                SOURCE,
+                session_raw,
+                QuarantineReason.MISSING_LABEL_FILE,
+                f"no Emotion in the session's metadata ({[x.name for x in xmls] or 'no XML'})",
+                subject=subject,
+                sequence=session,
+            )
         return
     assert label_file is not None
     distinct = sorted({v.strip() for v in label_values})
     if len(distinct) > 1:
-        yield quarantine(SOURCE, rel(label_file, root), QuarantineReason.MALFORMED_METADATA,
-                         f"conflicting Emotion values {distinct}", subject=subject, sequence=session)
+        yield quarantine(
+            SOURCE,
+            rel(label_file, root),
+            QuarantineReason.MALFORMED_METADATA,
+            f"conflicting Emotion values {distinct}",
+            subject=subject,
+            sequence=session,
+        )
         return
     label, why = normalise_label(distinct[0])
     if label is None:
-        yield quarantine(SOURCE, rel(label_file, root), QuarantineReason.UNKNOWN_LABEL, why,
-                         subject=subject, sequence=session)
+        yield quarantine(
+            SOURCE, rel(label_file, root), QuarantineReason.UNKNOWN_LABEL, why, subject=subject, sequence=session
+        )
         return
     if subject is None:
-        yield quarantine(SOURCE, session_raw, QuarantineReason.MALFORMED_METADATA,
-                         "no subject id (recording name without an S<digits> prefix, no <subject> element)",
-                         sequence=session, source_label=label)
+        yield quarantine(
+            SOURCE,
+            session_raw,
+            QuarantineReason.MALFORMED_METADATA,
+            "no subject id (recording name without an S<digits> prefix, no <subject> element)",
+            sequence=session,
+            source_label=label,
+        )
         return
 
     if videos:
@@ -276,8 +307,15 @@ def _read_session(root: Path, session_dir: Path, middle: int) -> Iterator[Reader
             video_raw = rel(video, root)
             count, why = video_frame_count(video)
             if count is None:
-                yield quarantine(SOURCE, video_raw, QuarantineReason.UNREADABLE_VIDEO, why or "unreadable",
-                                 subject=subject, sequence=sequence, source_label=label)
+                yield quarantine(
+                    SOURCE,
+                    video_raw,
+                    QuarantineReason.UNREADABLE_VIDEO,
+                    why or "unreadable",
+                    subject=subject,
+                    sequence=sequence,
+                    source_label=label,
+                )
                 continue
             for result in read_video_frames(video, middle_indices(count, middle)):
                 yield video_frame_record_or_quarantine(
@@ -336,41 +374,62 @@ def _read_ckstyle(root: Path, csvs: list[Path], middle: int) -> Iterator[ReaderO
             raw_path = f"{csv_raw}#row={n}"
             fields = [f.strip() for f in line.split(";")]
             if len(fields) != 3 or not fields[1] or not fields[2]:
-                yield quarantine(SOURCE, raw_path, QuarantineReason.MALFORMED_METADATA,
-                                 f"{line.strip()[:80]!r}: expected 'expression;subject;sequence'")
+                yield quarantine(
+                    SOURCE,
+                    raw_path,
+                    QuarantineReason.MALFORMED_METADATA,
+                    f"{line.strip()[:80]!r}: expected 'expression;subject;sequence'",
+                )
                 continue
             expression, subject, sequence = fields
             label, why = normalise_label(expression)
             if label is None:
-                yield quarantine(SOURCE, raw_path, QuarantineReason.UNKNOWN_LABEL, why,
-                                 subject=subject, sequence=sequence)
+                yield quarantine(
+                    SOURCE, raw_path, QuarantineReason.UNKNOWN_LABEL, why, subject=subject, sequence=sequence
+                )
                 continue
             subject_dir = _match_dir(base, subject)
             seq_dir = _match_dir(subject_dir, sequence) if subject_dir else None
             if seq_dir is None:
-                missing.append(quarantine(
-                    SOURCE, raw_path, QuarantineReason.MALFORMED_METADATA,
-                    f"no folder {subject}/{sequence} for this row", subject=subject, sequence=sequence,
-                    source_label=label,
-                ))
+                missing.append(
+                    quarantine(
+                        SOURCE,
+                        raw_path,
+                        QuarantineReason.MALFORMED_METADATA,
+                        f"no folder {subject}/{sequence} for this row",
+                        subject=subject,
+                        sequence=sequence,
+                        source_label=label,
+                    )
+                )
                 continue
             if seq_dir in labelled:
-                yield quarantine(SOURCE, raw_path, QuarantineReason.MALFORMED_METADATA,
-                                 f"duplicate row for {subject}/{sequence} (first: {labelled[seq_dir][1]})",
-                                 subject=subject, sequence=sequence, source_label=label)
+                yield quarantine(
+                    SOURCE,
+                    raw_path,
+                    QuarantineReason.MALFORMED_METADATA,
+                    f"duplicate row for {subject}/{sequence} (first: {labelled[seq_dir][1]})",
+                    subject=subject,
+                    sequence=sequence,
+                    source_label=label,
+                )
                 continue
             labelled[seq_dir] = (label, raw_path)
         for subject_dir in subdirs(base):
-            seq_dirs = [d for d in subdirs(subject_dir)
-                        if d in labelled or any(classify_name(f.name) == "image" for f in files(d))]
+            seq_dirs = [
+                d
+                for d in subdirs(subject_dir)
+                if d in labelled or any(classify_name(f.name) == "image" for f in files(d))
+            ]
             for seq_dir in seq_dirs:
                 yield from _read_ck_sequence(root, seq_dir, subject_dir.name, labelled.get(seq_dir), middle, skipped)
         yield from missing
     skipped.report()
 
 
-def _read_ck_sequence(root: Path, seq_dir: Path, subject: str, label_row, middle: int,
-                      skipped: SkipCounter) -> Iterator[ReaderOutput]:
+def _read_ck_sequence(
+    root: Path, seq_dir: Path, subject: str, label_row, middle: int, skipped: SkipCounter
+) -> Iterator[ReaderOutput]:
     sequence = seq_dir.name
     frames: list[Path] = []
     for f in files(seq_dir):
@@ -382,21 +441,37 @@ def _read_ck_sequence(root: Path, seq_dir: Path, subject: str, label_row, middle
         else:
             yield not_an_image(SOURCE, f, rel(f, root), subject=subject, sequence=sequence)
     if label_row is None:
-        yield quarantine(SOURCE, rel(seq_dir, root), QuarantineReason.MISSING_LABEL_FILE,
-                         f"sequence not listed in the CSV ({len(frames)} frames): unlabelled",
-                         subject=subject, sequence=sequence)
+        yield quarantine(
+            SOURCE,
+            rel(seq_dir, root),
+            QuarantineReason.MISSING_LABEL_FILE,
+            f"sequence not listed in the CSV ({len(frames)} frames): unlabelled",
+            subject=subject,
+            sequence=sequence,
+        )
         return
     label = label_row[0]
     if not frames:
-        yield quarantine(SOURCE, rel(seq_dir, root), QuarantineReason.MALFORMED_METADATA,
-                         "listed sequence folder holds no frame image", subject=subject, sequence=sequence,
-                         source_label=label)
+        yield quarantine(
+            SOURCE,
+            rel(seq_dir, root),
+            QuarantineReason.MALFORMED_METADATA,
+            "listed sequence folder holds no frame image",
+            subject=subject,
+            sequence=sequence,
+            source_label=label,
+        )
         return
     frames.sort(key=frame_sort_key)
     for index in middle_indices(len(frames), middle):
         path = frames[index]
         number = trailing_number(path.name)
         yield image_file_or_quarantine(
-            SOURCE, path, rel(path, root), subject=subject, source_label=label, sequence=sequence,
+            SOURCE,
+            path,
+            rel(path, root),
+            subject=subject,
+            source_label=label,
+            sequence=sequence,
             frame=number if number is not None else index,
         )

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance
 
-from assets.checks import SHARD_CHECKS
-from assets.data_assets import emotionset_shards, staged_source
-from assets.definitions import defs
-from assets.resources import EmoflowConfig
-from pipelines.params import DEFAULT_PARAMS_PATH
+from assets.definitions import build_definitions
+from assets.runner import materialize_keys
+from pipelines.params import DEFAULT_PARAMS_PATH, load_params
 
 from fixtures.rawroots import make_raw_root
 
@@ -27,6 +25,7 @@ def write_params(path: Path, raw_root: Path, sources) -> Path:
 
 
 def test_definitions_load_with_checks_and_jobs():
+    defs = build_definitions(load_params())
     keys = defs.resolve_all_asset_keys()
     assert {AssetKey("staged_source"), AssetKey("emotionset_shards")} <= set(keys)
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
@@ -37,16 +36,16 @@ def test_definitions_load_with_checks_and_jobs():
 def test_materialize_partition_then_emotionset_with_blocking_checks(tmp_path, datasets_dir):
     raw = make_raw_root(tmp_path / "raw", datasets_dir)
     params = write_params(tmp_path / "params.yaml", raw, ["jaffe", "ckplus"])
-    resource = EmoflowConfig(params_path=str(params), home=str(tmp_path / "home"))
+    defs = build_definitions(load_params(params), home=tmp_path / "home")
     (tmp_path / "dagster").mkdir()
     with DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
-        staged = materialize([staged_source], partition_key="ckplus", resources={"emoflow": resource}, instance=instance)
+        staged = materialize_keys(defs, ["staged_source"], instance, partition_key="ckplus")
         assert staged.success
         meta = staged.asset_materializations_for_node("staged_source")[0].metadata
         assert meta["rows_in"].value == 981 and meta["rows_out"].value == 927 and meta["rows_quarantined"].value == 54
         assert meta["reused"].value is False
 
-        result = materialize([emotionset_shards, *SHARD_CHECKS], resources={"emoflow": resource}, instance=instance)
+        result = materialize_keys(defs, ["emotionset_shards"], instance)
         assert result.success
         evaluations = result.get_asset_check_evaluations()
         assert {e.check_name: e.passed for e in evaluations} == {
@@ -65,7 +64,7 @@ def test_materialize_partition_then_emotionset_with_blocking_checks(tmp_path, da
         record = instance.get_latest_materialization_event(AssetKey("emotionset_shards"))
         assert record.asset_materialization.metadata["version"].value == version
 
-        again = materialize([emotionset_shards], resources={"emoflow": resource}, instance=instance)
+        again = materialize_keys(defs, ["emotionset_shards"], instance)
         again_meta = again.asset_materializations_for_node("emotionset_shards")[0].metadata
         assert again_meta["version"].value == version and again_meta["reused"].value is True
 
@@ -76,6 +75,7 @@ def test_blocking_check_failure_fails_the_run(tmp_path, datasets_dir):
 
     from pipelines.prepare import prepare
     from pipelines.shards import shard_files
+
     from fixtures.rawroots import data_params
 
     raw = make_raw_root(tmp_path / "raw", datasets_dir)
@@ -84,13 +84,11 @@ def test_blocking_check_failure_fails_the_run(tmp_path, datasets_dir):
     shard_set = prepare(data_params(raw, sources=("ckplus",)), home)
     first = shard_files(shard_set.path)[0]
     pq.write_table(pq.read_table(first).slice(1), first)  # lose a row behind the manifest's back
-    resource = EmoflowConfig(params_path=str(params), home=str(home))
+    defs = build_definitions(load_params(params), home=home)
     (tmp_path / "dagster").mkdir()
     # a persistent instance: schedule contexts need an instance reference, which an ephemeral one lacks
     with DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
-        result = materialize(
-            [emotionset_shards, *SHARD_CHECKS], resources={"emoflow": resource}, instance=instance, raise_on_error=False
-        )
+        result = materialize_keys(defs, ["emotionset_shards"], instance)
         evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert evaluations["shards_rows_conserved"] is False
         assert not result.success
@@ -98,11 +96,9 @@ def test_blocking_check_failure_fails_the_run(tmp_path, datasets_dir):
         # retraining waits for shards whose blocking checks passed: the sensor and the schedule stand down
         from dagster import SkipReason, build_schedule_context, build_sensor_context
 
-        from assets.schedules import retrain_schedule
-        from assets.sensors import new_shards_sensor
-        from assets.tracking import MlflowTracking
-
-        resources = {"emoflow": resource, "mlflow_tracking": MlflowTracking(home=str(home))}
+        resources = dict(defs.resources)
+        new_shards_sensor = defs.resolve_sensor_def("new_shards_sensor")
+        retrain_schedule = defs.resolve_schedule_def("retrain_schedule")
         with build_sensor_context(instance=instance, resources=resources) as context:
             skipped = new_shards_sensor(context)
         assert isinstance(skipped, SkipReason) and shard_set.version in skipped.skip_message

@@ -21,13 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dagster import DagsterInstance, RunRequest, SkipReason, build_schedule_context, build_sensor_context, materialize
+from dagster import DagsterInstance, RunRequest, SkipReason, build_schedule_context, build_sensor_context
 from PIL import Image
 
-from assets.resources import EmoflowConfig
-from assets.tracking import CANDIDATE, CHAMPION, MlflowTracking
+from assets.definitions import build_definitions
+from assets.lineage import latest_partition_metadata
+from assets.runner import materialize_keys, train_run_config
 from pipelines.labels import EMOTIONS
-from pipelines.params import PROJECT_ROOT
+from pipelines.params import PROJECT_ROOT, load_params
+from runs.datasets import DATASETS
+from runs.registry import CANDIDATE, CHAMPION
+from runs.tracking import Tracking
 
 from browser.browser_support import base_env, free_port, start_server
 from fixtures.rawroots import make_raw_root
@@ -39,7 +43,9 @@ EMOFLOW = Path(sys.executable).parent / "emoflow"
 
 
 def cli_env(world: dict) -> dict[str, str]:
-    env = base_env(EMOFLOW_HOME=str(world["home"]), EMOFLOW_PARAMS=str(world["params"]), DAGSTER_HOME=str(world["dagster_home"]))
+    env = base_env(
+        EMOFLOW_HOME=str(world["home"]), EMOFLOW_PARAMS=str(world["params"]), DAGSTER_HOME=str(world["dagster_home"])
+    )
     # mlflow.set_tracking_uri() in this process exports MLFLOW_TRACKING_URI: the commands must find their store
     # from EMOFLOW_HOME, as a user's would
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
@@ -57,7 +63,9 @@ def emoflow_cli(world: dict, *args: str, timeout: float = 600, check: bool = Tru
         timeout=timeout,
     )
     if check:
-        assert proc.returncode == 0, f"emoflow {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-6000:]}"
+        assert proc.returncode == 0, (
+            f"emoflow {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -82,11 +90,18 @@ def world(tmp_path_factory, datasets_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def resources(world) -> dict:
-    return {
-        "emoflow": EmoflowConfig(params_path=str(world["params"]), home=str(world["home"])),
-        "mlflow_tracking": MlflowTracking(home=str(world["home"])),
-    }
+def defs(world):
+    return build_definitions(load_params(world["params"]), home=world["home"])
+
+
+@pytest.fixture(scope="module")
+def resources(defs) -> dict:
+    return dict(defs.resources)
+
+
+@pytest.fixture(scope="module")
+def tracking(defs) -> Tracking:
+    return defs.resources["mlflow_tracking"].tracking()
 
 
 @pytest.fixture(scope="module")
@@ -95,21 +110,18 @@ def instance(world):
         yield instance
 
 
-def aliases(tracking: MlflowTracking) -> dict[str, str]:
+def aliases(tracking: Tracking) -> dict[str, str]:
     return {alias: str(v) for alias, v in tracking.client().get_registered_model(REGISTERED).aliases.items()}
 
 
-def train_and_evaluate(resources: dict, instance, max_steps: int):
-    from assets.model_assets import VARIANT_ASSETS
-
-    base = resources["emoflow"]
-    emoflow = EmoflowConfig(params_path=base.params_path, home=base.home, max_steps=max_steps)
-    result = materialize(
-        list(VARIANT_ASSETS[VARIANT]), resources={**resources, "emoflow": emoflow}, instance=instance, partition_key="emotionset"
-    )
+def train_and_evaluate(defs, instance, max_steps: int | None):
+    keys = ["training_data", f"train_{VARIANT}", f"evaluate_{VARIANT}"]
+    result = materialize_keys(defs, keys, instance, "emotionset", train_run_config(VARIANT, max_steps))
     assert result.success
     train = {k: v.value for k, v in result.asset_materializations_for_node(f"train_{VARIANT}")[0].metadata.items()}
-    evaluation = {k: v.value for k, v in result.asset_materializations_for_node(f"evaluate_{VARIANT}")[0].metadata.items()}
+    evaluation = {
+        k: v.value for k, v in result.asset_materializations_for_node(f"evaluate_{VARIANT}")[0].metadata.items()
+    }
     return train, evaluation
 
 
@@ -131,16 +143,24 @@ def test_run_prints_where_to_look(world):
 
 
 def test_run_without_datasets_names_the_layouts(world, tmp_path):
-    proc = emoflow_cli(world, "run", "--params", str(world["params"]), "--raw-root", str(tmp_path / "nothing"), check=False)
+    proc = emoflow_cli(
+        world, "run", "--params", str(world["params"]), "--raw-root", str(tmp_path / "nothing"), check=False
+    )
     assert proc.returncode == 2
-    for expected in ("jaffe: expected at", "ckplus: expected at", "KA.AN1.39.tiff", "cohn-kanade-images", "Obtain: https://"):
+    for expected in (
+        "jaffe: expected at",
+        "ckplus: expected at",
+        "KA.AN1.39.tiff",
+        "cohn-kanade-images",
+        "Obtain: https://",
+    ):
         assert expected in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 # ------------------------------------------------------------------------------------------------ the MLflow run
-def test_mlflow_run_holds_tags_metrics_and_artifacts(world, resources, instance):
-    client = resources["mlflow_tracking"].client()
+def test_mlflow_run_holds_tags_metrics_and_artifacts(world, tracking, instance):
+    client = tracking.client()
     run = client.get_run(world["run_id"])
     tags = run.data.tags
     dagster_run = instance.get_run_by_id(tags["dagster.run_id"])
@@ -168,8 +188,7 @@ def test_mlflow_run_holds_tags_metrics_and_artifacts(world, resources, instance)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "training")} == {"training/result.json"}
 
 
-def test_registered_version_aliases_and_champion_samples(world, resources):
-    tracking = resources["mlflow_tracking"]
+def test_registered_version_aliases_and_champion_samples(world, tracking):
     assert aliases(tracking) == {CANDIDATE: "1", CHAMPION: "1"}
     version = tracking.client().get_model_version(REGISTERED, "1")
     assert version.run_id == world["run_id"]
@@ -179,21 +198,84 @@ def test_registered_version_aliases_and_champion_samples(world, resources):
     assert happy.shape == (4, 1, 48, 48) and bool(happy.isfinite().all())
 
 
+def test_registered_model_loads_where_emoflow_is_not_importable(world, tracking, tmp_path):
+    """code_paths ship the model's packages: a process whose working directory is elsewhere and which cannot
+    import emoflow loads the champion and samples from it; the model has a signature."""
+    script = f"""
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]  # emoflow's editable install
+sys.path[:] = [p for p in sys.path if p not in ("", {str(PROJECT_ROOT)!r})]
+for name in ("flowmodels", "pipelines", "training"):
+    try:
+        __import__(name)
+    except ImportError:
+        pass
+    else:
+        raise SystemExit(name + " is importable: the test proves nothing")
+import mlflow.pytorch
+model = mlflow.pytorch.load_model("models:/{REGISTERED}@{CHAMPION}", map_location="cpu")
+print(type(model).__module__, tuple(model.sample(2, y=3).shape))
+"""
+    env = {**cli_env(world), "MLFLOW_TRACKING_URI": tracking.uri, "MLFLOW_REGISTRY_URI": tracking.uri}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.split()[0] == "flowmodels.model" and "(2, 1, 48, 48)" in proc.stdout
+
+    from mlflow.models import get_model_info
+
+    info = get_model_info(f"models:/{REGISTERED}/1")
+    assert info.signature is not None
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
+
+
+def test_run_records_its_data_and_links_test_metrics(world, tracking):
+    """The splits are MLflow datasets whose digest is the shard version; test metrics point at the model and
+    the test dataset; system metrics are on."""
+    client = tracking.client()
+    run = client.get_run(world["run_id"])
+    shard_version = run.data.tags["emoflow.shard_version"]
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    contexts = {name: {t.key: t.value for t in d.tags}.get("mlflow.data.context") for name, d in inputs.items()}
+    assert {f"emotionset/{shard_version}/{split}" for split in ("train", "val", "test")} <= set(inputs)
+    assert all(d.dataset.digest == shard_version for d in inputs.values())
+    assert contexts[f"emotionset/{shard_version}/train"] == "training"
+    assert contexts[f"emotionset/{shard_version}/test"] == "test"
+    models = tracking.mlflow().search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    model = next(m for m in models if m.source_run_id == world["run_id"])
+    linked = {m.key: m for m in model.metrics or []}
+    assert "test.test_bpd" in linked and linked["test.test_bpd"].dataset_digest == shard_version
+    assert any(key.startswith("system/") for key in run.data.metrics)
+
+
+def test_dagster_events_carry_library_logs_and_code_versions(world, instance, defs, tracking):
+    """The `emoflow run` instance copies the libraries' logging into the event log (the training loop's own
+    lines), and every asset declares a code version."""
+    from dagster import AssetKey
+
+    dagster_run_id = tracking.client().get_run(world["run_id"]).data.tags["dagster.run_id"]
+    messages = [e.user_message for e in instance.all_logs(dagster_run_id)]
+    assert any(f"train {VARIANT}: from step 0" in m for m in messages), "the training loop's own log lines are missing"
+    graph = defs.resolve_asset_graph()
+    for key in ("staged_source", "emotionset_shards", f"train_{VARIANT}", f"evaluate_{VARIANT}"):
+        assert graph.get(AssetKey(key)).code_version, key
+
+
 # ------------------------------------------------------------------------------------------------ retraining
-def test_nothing_changed_does_not_train_again(world, resources, instance):
-    versions_before = len(resources["mlflow_tracking"].client().search_model_versions(f"name='{REGISTERED}'"))
-    train, evaluation = train_and_evaluate(resources, instance, max_steps=30)  # the same as `emoflow run`
+def test_nothing_changed_does_not_train_again(world, defs, tracking, instance):
+    versions_before = len(tracking.client().search_model_versions(f"name='{REGISTERED}'"))
+    train, evaluation = train_and_evaluate(defs, instance, max_steps=30)  # the same as `emoflow run`
     assert train["reused"] is True and train["mlflow_run_id"] == world["run_id"] and train["model_version"] == "1"
     assert evaluation["promotion"] == "already champion"
-    assert len(resources["mlflow_tracking"].client().search_model_versions(f"name='{REGISTERED}'")) == versions_before
+    assert len(tracking.client().search_model_versions(f"name='{REGISTERED}'")) == versions_before
 
 
-def test_promotion_both_ways(world, resources, instance):
-    tracking = resources["mlflow_tracking"]
+def test_promotion_both_ways(world, defs, tracking, instance):
     champion_bpd = float(tracking.client().get_model_version(REGISTERED, "1").tags["eval.test_bpd"])
 
     # 2 steps: worse than the 30-step champion on the same test split -> stays candidate
-    train, evaluation = train_and_evaluate(resources, instance, max_steps=2)
+    train, evaluation = train_and_evaluate(defs, instance, max_steps=2)
     assert train["reused"] is False and train["model_version"] == "2"
     assert evaluation["test_bpd"] > champion_bpd and evaluation["promoted"] is False
     assert aliases(tracking) == {CANDIDATE: "2", CHAMPION: "1"}
@@ -202,7 +284,7 @@ def test_promotion_both_ways(world, resources, instance):
     assert float(tags["promotion.champion_test_bpd"]) == pytest.approx(champion_bpd, abs=1e-6)
 
     # 120 steps: better -> champion, and the comparison is recorded
-    train, evaluation = train_and_evaluate(resources, instance, max_steps=120)
+    train, evaluation = train_and_evaluate(defs, instance, max_steps=120)
     assert train["model_version"] == "3"
     assert evaluation["test_bpd"] < champion_bpd and evaluation["promoted"] is True
     assert evaluation["champion_version_before"] == "1"
@@ -210,11 +292,10 @@ def test_promotion_both_ways(world, resources, instance):
     assert "<" in tracking.client().get_model_version(REGISTERED, "3").tags["promotion.reason"]
 
 
-def test_schedule_and_sensor_request_retraining_of_the_champion(world, resources, instance):
-    from assets.schedules import retrain_schedule
-    from assets.sensors import new_shards_sensor
-
-    shard_version = resources["mlflow_tracking"].client().get_run(world["run_id"]).data.tags["emoflow.shard_version"]
+def test_schedule_and_sensor_request_retraining_of_the_champion(world, defs, resources, tracking, instance):
+    retrain_schedule = defs.resolve_schedule_def("retrain_schedule")
+    new_shards_sensor = defs.resolve_sensor_def("new_shards_sensor")
+    shard_version = tracking.client().get_run(world["run_id"]).data.tags["emoflow.shard_version"]
     with build_sensor_context(instance=instance, cursor=None, resources=resources) as context:
         result = new_shards_sensor(context)
     requests = result.run_requests
@@ -230,31 +311,36 @@ def test_schedule_and_sensor_request_retraining_of_the_champion(world, resources
     # the same shards and params: the same run key (Dagster launches a key once) ...
     assert [r.run_key for r in scheduled] == [r.run_key for r in requests]
     # ... and running what was requested trains nothing (the params budget is 30 steps: version 1's)
-    from assets.model_assets import VARIANT_ASSETS
-
-    rerun = materialize(list(VARIANT_ASSETS[VARIANT]), resources=resources, instance=instance, partition_key="emotionset")
+    rerun = materialize_keys(defs, [k.to_user_string() for k in requests[0].asset_selection], instance, "emotionset")
     assert rerun.asset_materializations_for_node(f"train_{VARIANT}")[0].metadata["reused"].value is True
 
 
-def test_ablation_table_regenerates_table_3(world, resources, instance):
+def test_ablation_table_regenerates_table_3(world, defs, tracking, instance):
     """Table 3 from the instance's latest evaluations: the evaluated cell filled, the others empty."""
-    from assets.model_assets import DATASETS, VARIANTS, ablation_table, latest_partition_metadata
     from dagster import AssetKey
 
+    variants = load_params(world["params"]).model.variants
     evaluated = latest_partition_metadata(instance, AssetKey(f"evaluate_{VARIANT}"), "emotionset")["test_bpd"]
-    result = materialize([ablation_table], resources=resources, instance=instance)
+    result = materialize_keys(defs, ["ablation_table"], instance)
     meta = result.asset_materializations_for_node("ablation_table")[0].metadata
     assert meta["cells_filled"].value == 1
-    assert f"| {VARIANT} | {evaluated:.3f} | — |" in meta["table"].value
+    table = {record.data["variant"]: record.data for record in meta["table"].records}
+    assert set(table) == set(variants) and table[VARIANT] == {
+        "variant": VARIANT,
+        **dict.fromkeys(DATASETS, None),
+        "emotionset": evaluated,
+    }
+    assert [c.name for c in meta["table"].schema.columns] == ["variant", *DATASETS]
     rows = (world["home"] / "ablation" / "table3.csv").read_text().splitlines()
-    assert rows[0] == "variant," + ",".join(DATASETS) and len(rows) == 1 + len(VARIANTS)
+    assert rows[0] == "variant," + ",".join(DATASETS) and len(rows) == 1 + len(variants)
     assert f"{VARIANT},{evaluated:.6f}," in rows
-    client = resources["mlflow_tracking"].client()
-    run = client.search_runs(
-        [resources["mlflow_tracking"].experiment_id()], "tags.`emoflow.kind` = 'ablation'", max_results=1
-    )[0]
+    client = tracking.client()
+    run = client.search_runs([tracking.experiment_id()], "tags.`emoflow.kind` = 'ablation'", max_results=1)[0]
     assert run.data.metrics[f"table3.{VARIANT}.emotionset"] == pytest.approx(evaluated)
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "ablation")} == {"ablation/table3.csv", "ablation/table3.md"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "ablation")} == {
+        "ablation/table3.csv",
+        "ablation/table3.md",
+    }
 
 
 # ------------------------------------------------------------------------------------------------ interruption
@@ -263,7 +349,14 @@ def test_interrupted_training_resumes(world, tmp_path):
     shards = world["home"] / "shards"
     other = {**world, "home": tmp_path / "home", "dagster_home": tmp_path / "home" / "dagster"}
     args = ["train", "--params", str(world["params"]), "--shards", str(shards), "--max-steps", "300"]
-    proc = subprocess.Popen([str(EMOFLOW), *args], cwd=PROJECT_ROOT, env=cli_env(other), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(EMOFLOW), *args],
+        cwd=PROJECT_ROOT,
+        env=cli_env(other),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     last = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -272,12 +365,15 @@ def test_interrupted_training_resumes(world, tmp_path):
             last = found[0]
             break
         time.sleep(0.1)
-    assert last is not None, f"no checkpoint appeared (exit {proc.poll()}): {proc.stderr.read()[-3000:] if proc.poll() is not None else ''}"
+    assert last is not None, (
+        f"no checkpoint appeared (exit {proc.poll()}): {proc.stderr.read()[-3000:] if proc.poll() is not None else ''}"
+    )
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (last.parent / "result.json").exists()  # it really was cut short
 
     resumed = json.loads(emoflow_cli(other, *args).stdout)
+    assert not other["dagster_home"].exists()  # `emoflow train` calls the run functions: no Dagster run
     assert resumed["resumed_from_step"] >= 10 and resumed["resumed_from_step"] % 10 == 0
     assert resumed["steps"] == 300 and resumed["reused"] is False
     # its own home's store, not the module's
@@ -297,7 +393,9 @@ def test_sample_and_classify_from_the_registry(world, tmp_path, datasets_dir):
     out = emoflow_cli(world, "classify", "--model", model_uri, str(faces / "obama.jpg"), str(faces / "no-faces.jpg"))
     obama, nothing = json.loads(out.stdout)
     assert obama["face"] is True and obama["emotion"] in EMOTIONS
-    assert set(obama["probabilities"]) == set(EMOTIONS) and sum(obama["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert set(obama["probabilities"]) == set(EMOTIONS) and sum(obama["probabilities"].values()) == pytest.approx(
+        1, abs=1e-4
+    )
     assert nothing["face"] is False and nothing["reason"] == "no_face"
 
 
@@ -306,8 +404,20 @@ def test_mlflow_server_answers_with_the_registered_model(world, tmp_path):
     port = free_port()
     server = start_server(
         "mlflow",
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{world['home'] / 'mlflow.db'}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{world['home'] / 'mlflow.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],  # fmt: skip
         port=port,
         ready_path="/health",
         workdir=tmp_path,

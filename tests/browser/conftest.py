@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from browser_support import (
     ARTIFACTS,
     CHROMIUM,
@@ -32,6 +31,7 @@ from browser_support import (
     start_server,
     tail,
 )
+
 from pipelines.params import PROJECT_ROOT
 
 # Sources the Dagster test stages: JAFFE goes through face detection, CK+48 is pre-cropped (both quick).
@@ -151,7 +151,7 @@ def dagster_server(request, tmp_path: Path, dagster_env: dict[str, str]):
 @pytest.fixture
 def mlflow_content(tmp_path: Path) -> dict:
     """An EMOFLOW_HOME whose SQLite store holds experiment "emoflow", two runs and ``emoflow-glow`` (v1 champion,
-    v2 candidate), written by assets/tracking.py in a process of its own (see mlflow_content.py)."""
+    v2 candidate), written by runs.tracking in a process of its own (see mlflow_content.py)."""
     home = tmp_path / "emoflow_home"
     home.mkdir()
     out = tmp_path / "mlflow_content.json"
@@ -169,7 +169,7 @@ def mlflow_content(tmp_path: Path) -> dict:
         )
     if proc.returncode != 0 or not out.exists():
         pytest.fail(
-            f"writing the MLflow content with assets/tracking.py failed (exit {proc.returncode}):\n{tail(log)}",
+            f"writing the MLflow content with runs.tracking failed (exit {proc.returncode}):\n{tail(log)}",
             pytrace=False,
         )
     content = json.loads(out.read_text())

@@ -1,4 +1,5 @@
-"""Writes what the MLflow UI test looks for, through emoflow's own tracking resource (assets/tracking.py).
+"""Writes what the MLflow UI test looks for, through emoflow's own tracking and registry code (runs.tracking,
+runs.registry).
 
 Run as a script (its own process: MLflow's tracking URI and active run are process-global), by the
 ``mlflow_content`` fixture::
@@ -26,17 +27,23 @@ def main(home: Path, out: Path) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import torch
 
-    from assets.tracking import CANDIDATE, CHAMPION, MlflowTracking, registered_name
     from flowmodels import build_model
+    from pipelines.params import TrackingParams
+    from runs.flows import SCORE
+    from runs.registry import CANDIDATE, CHAMPION, decide, registered_model_name
+    from runs.tracking import Tracking, image_signature
 
     torch.manual_seed(0)
-    tracking = MlflowTracking(home=str(home), tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-    mlflow = tracking._mlflow()
+    tracking = Tracking.from_settings(
+        TrackingParams(experiment="emoflow", system_metrics_seconds=None), home, f"sqlite:///{home / 'mlflow.db'}"
+    )
+    mlflow = tracking.mlflow()
     x = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8)
+    name = registered_model_name(VARIANT)
 
     runs = []
     decisions = []
-    champion_bpd = None
+    champion_version, champion_bpd = None, None
     for i, bump in enumerate((0.0, 1.0), start=1):
         model = build_model(VARIANT, (1, 8, 8), levels=1, steps=1, hidden=8)
         with torch.no_grad():
@@ -44,19 +51,20 @@ def main(home: Path, out: Path) -> None:
         run_name = f"browser-test-{VARIANT}-{i}"
         with tracking.start_run(run_name, tags={"emoflow.variant": VARIANT, "emoflow.test": "browser"}) as run:
             mlflow.log_params({"levels": 1, "steps": 1, "hidden": 8, "image_shape": "1x8x8"})
-            mlflow.log_metric("test_bpd", bpd)
-            version = tracking.log_flow_model(model, VARIANT, run.info.run_id, tags={"emoflow.run_name": run_name})
-        decision = tracking.promote_if_better(VARIANT, version.version, bpd, "test", champion_bpd=champion_bpd)
+            mlflow.log_metric("test.test_bpd", bpd)
+            version, _ = tracking.log_model(
+                model, name, image_signature((1, 8, 8), "bits_per_dim", ()), tags={"emoflow.run_name": run_name}
+            )
+        decision = decide(name, str(version.version), SCORE, bpd, "test", champion_version, champion_bpd)
         if decision.promoted:
-            champion_bpd = bpd
+            tracking.set_alias(name, CHAMPION, decision.version)
+            champion_version, champion_bpd = decision.version, bpd
         runs.append({"run_id": run.info.run_id, "run_name": run_name, "version": str(version.version), "test_bpd": bpd})
         decisions.append({"version": decision.version, "promoted": decision.promoted, "reason": decision.reason})
 
-    client = tracking.client()
-    name = registered_name(VARIANT)
-    aliases = client.get_registered_model(name).aliases  # alias -> version
+    aliases = tracking.client().get_registered_model(name).aliases  # alias -> version
     result = {
-        "tracking_uri": tracking.uri(),
+        "tracking_uri": tracking.uri,
         "experiment": tracking.experiment,
         "experiment_id": tracking.experiment_id(),
         "registered_model": name,

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from browser_support import base_env, screenshot
 from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from browser_support import base_env, screenshot
 from pipelines.params import PROJECT_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
@@ -61,9 +61,10 @@ class CodeGraph:
 
 
 _CODE_GRAPH_PY = """
-import json
-from assets.definitions import defs
-graph = defs.resolve_asset_graph()
+import json, os
+from assets.definitions import build_definitions
+from pipelines.params import load_params
+graph = build_definitions(load_params(os.environ.get("EMOFLOW_PARAMS"))).resolve_asset_graph()
 nodes = {k: graph.get(k) for k in graph.get_all_asset_keys()}
 print(json.dumps({
     "keys": sorted(k.path for k in nodes),
@@ -74,7 +75,7 @@ print(json.dumps({
 
 
 def code_graph(env: dict[str, str]) -> CodeGraph:
-    """The graph ``assets.definitions.defs`` defines under ``env`` (the server's: assets may depend on the
+    """The graph ``assets.definitions.defs`` (``build_definitions`` on EMOFLOW_PARAMS) defines under ``env`` (the server's: assets may depend on the
     params file), read in a fresh interpreter so that no module imported earlier in this session is reused."""
     proc = subprocess.run(
         [sys.executable, "-c", _CODE_GRAPH_PY], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180
@@ -155,9 +156,11 @@ def open_asset_graph(page: Page, base_url: str, graph: CodeGraph) -> None:
 
 
 def graph_node(page: Page, name: str):
-    return page.locator("svg foreignObject").filter(
-        has=page.locator(f'[data-tooltip="{name}"], [class*="minimalName"]:text-is("{name}")')
-    ).first
+    return (
+        page.locator("svg foreignObject")
+        .filter(has=page.locator(f'[data-tooltip="{name}"], [class*="minimalName"]:text-is("{name}")'))
+        .first
+    )
 
 
 def launch_from_graph(page: Page, asset: str) -> str:

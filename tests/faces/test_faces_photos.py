@@ -58,7 +58,13 @@ def test_no_face_photo_is_quarantined_with_reason(photo, make_record, aligner48)
     assert out.reason == QuarantineReason.NO_FACE == "no_face"
     assert out.stage == "face"
     assert (out.source, out.raw_path, out.subject, out.sequence, out.frame, out.source_label, out.content_hash) == (
-        "faces", "no-faces.jpg", "cartoon", "q1", 3, "HA", rec.content_hash
+        "faces",
+        "no-faces.jpg",
+        "cartoon",
+        "q1",
+        3,
+        "HA",
+        rec.content_hash,
     )
     assert "mtcnn then haar" in out.detail and "199x148" in out.detail
 
@@ -80,7 +86,7 @@ def test_our_batched_mtcnn_agrees_with_facenet(photo, jaffe_records):
         reference = [ref.detect(Image.fromarray(im).convert("RGB"), landmarks=True) for im in images]
     finally:
         torch.set_num_threads(threads)
-    for image, dets, (boxes, probs, points) in zip(images, found, reference):
+    for dets, (boxes, probs, points) in zip(found, reference):
         assert boxes is not None
         best = int(np.argmax(probs))
         mine = max(dets, key=lambda d: iou(d.box, boxes[best]))
@@ -160,16 +166,16 @@ def test_blank_and_noise_images_are_quarantined(make_record, aligner48, image):
 
 
 def test_haar_fallback_when_mtcnn_finds_nothing(photo, jaffe_records, make_record):
-    """min_score above 1 makes every MTCNN face too weak: the Haar fallback must take over."""
+    """min_score 1 (the ceiling) makes every MTCNN face too weak: the Haar fallback must take over."""
     recs = [make_record(photo("obama"), "obama.jpg")] + [make_record(r.image, r.raw_path) for r in jaffe_records[::71]]
-    out = list(FaceAligner(FaceParams(min_score=1.01, fallback="haar"), (48, 48)).process(recs))
+    out = list(FaceAligner(FaceParams(min_score=1.0, fallback="haar"), (48, 48)).process(recs))
     assert all(isinstance(o, FaceRecord) for o in out)
     assert {o.detector for o in out} == {"haar"}
     assert all(o.det_score is None for o in out)
     # without the fallback the same images are quarantined, and the detail says why
-    out = list(FaceAligner(FaceParams(min_score=1.01, fallback=None), (48, 48)).process(recs[:2]))
+    out = list(FaceAligner(FaceParams(min_score=1.0, fallback=None), (48, 48)).process(recs[:2]))
     assert all(isinstance(o, Quarantined) and o.reason == "no_face" for o in out)
-    assert "by mtcnn" in out[0].detail and "min_score 1.01" in out[0].detail
+    assert "by mtcnn" in out[0].detail and "min_score 1.0" in out[0].detail
 
 
 def test_haar_as_main_detector_levels_the_eyes(jaffe_records, make_record):
@@ -209,9 +215,7 @@ def test_order_kept_and_one_output_per_input_across_batches(jaffe_records, make_
     out = list(FaceAligner(FaceParams(batch_size=3), (48, 48)).process(iter(items)))
     assert len(out) == len(items)
     assert [o.raw_path if isinstance(o, Quarantined) else o.raw.raw_path for o in out] == [i.raw_path for i in items]
-    kinds = [
-        "q" if isinstance(o, Quarantined) else o.detector for o in out
-    ]
+    kinds = ["q" if isinstance(o, Quarantined) else o.detector for o in out]
     assert kinds == ["mtcnn", "q", "none", "mtcnn", "q", "mtcnn", "q", "none", "mtcnn", "mtcnn", "q"]
     assert out[4] is reader_q  # a reader's quarantine passes through untouched
     rows = sum(isinstance(o, FaceRecord) for o in out)

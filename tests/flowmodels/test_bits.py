@@ -63,7 +63,11 @@ def test_fresh_flow_on_uniform_noise_matches_hand_calculation(n_bits):
         torch.manual_seed(0)
         model = build_model(variant, (1, 16, 16), levels=2, steps=2, hidden=16, n_bits=n_bits, **hp)
         with torch.no_grad():  # the first pass initialises actnorm on this batch
-            measured[name] = model.bits_per_dim(x, noise=torch.rand(x.shape, generator=torch.Generator().manual_seed(1))).mean().item()
+            measured[name] = (
+                model.bits_per_dim(x, noise=torch.rand(x.shape, generator=torch.Generator().manual_seed(1)))
+                .mean()
+                .item()
+            )
         expected[name] = _predicted_fresh_bpd(256, scaled_dims, n_bits)
         assert abs(measured[name] - expected[name]) < 0.005, (name, measured[name], expected[name])
     for name in COUPLINGS:

@@ -50,7 +50,9 @@ def test_conditional_flow_h_logdet_against_brute_force():
     top = torch.randn(2, *clf.f.flow.latent_shapes[-1], dtype=torch.float64)
     cond = torch.nn.functional.one_hot(torch.tensor([1, 3]), 4).double()
     _, logdet = clf.h(top, cond)
-    brute = torch.stack([brute_force_logdet(lambda v, i=i: clf.h(v, cond[i : i + 1]), top[i : i + 1])[0] for i in range(2)])
+    brute = torch.stack(
+        [brute_force_logdet(lambda v, i=i: clf.h(v, cond[i : i + 1]), top[i : i + 1])[0] for i in range(2)]
+    )
     assert torch.allclose(logdet, brute, atol=1e-8)
 
 
@@ -133,4 +135,3 @@ def test_classifier_checkpoint_round_trip(tmp_path):
     fresh.load_state_dict(torch.load(tmp_path / "clf.pt", weights_only=True))
     assert torch.allclose(fresh.log_posterior(x), expected)
     assert fresh.pixel_column == "pixels"
-

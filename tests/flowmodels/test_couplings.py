@@ -37,7 +37,10 @@ def test_logdet_matches_brute_force_and_inverts(name, conditional):
     y, logdet = layer(x, cond)
     assert not torch.allclose(y, x)  # perturbed: the coupling really transforms
     brute = torch.stack(
-        [brute_force_logdet(lambda v, i=i: layer(v, None if cond is None else cond[i : i + 1]), x[i : i + 1])[0] for i in range(2)]
+        [
+            brute_force_logdet(lambda v, i=i: layer(v, None if cond is None else cond[i : i + 1]), x[i : i + 1])[0]
+            for i in range(2)
+        ]
     )
     assert torch.allclose(logdet, brute, atol=1e-8)
     x_back, inv_logdet = layer.inverse(y, cond)

@@ -6,18 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from training_data import one_thread  # noqa: F401 (autouse fixture)
 
 from flowmodels.data import ImageSet, load_mnist_split, load_shard_split
 from flowmodels.training import build_seeded_model, train
-from pipelines.params import SvdParams, TrainParams
 from pipelines.labels import EMOTIONS
+from pipelines.params import SvdParams, TrainParams
 from pipelines.prepare import prepare
 from pipelines.readers.mnist import load_mnist
 from pipelines.shards import decode_pixels, read_shards
 from pipelines.svd import truncate_singular_values
 
 from fixtures.rawroots import data_params, make_raw_root
-from training_data import one_thread  # noqa: F401 (autouse fixture)
 
 CK48_ROWS = 927  # CK+48 in the 7-emotion scheme (54 contempt images quarantined)
 

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_data import one_thread  # noqa: F401 (autouse fixture)
 
 from flowmodels.layers.actnorm import ActNorm
 from flowmodels.train_main import main as train_main
 from flowmodels.training import model_from_checkpoint
 from training import load_checkpoint
-
-from training_data import one_thread  # noqa: F401 (autouse fixture)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = {
@@ -52,15 +51,24 @@ def free_port() -> int:
 
 def entry_args(datasets_dir: Path, run_dir: Path) -> list[str]:
     return [
-        "--mnist", str(datasets_dir / "mnist"),
-        "--variant", "glow",
-        "--limit-train", "256",
-        "--limit-val", "64",
-        "--checkpoint-dir", str(run_dir / "ckpt"),
-        "--config", json.dumps(CONFIG),
-        "--hparams", json.dumps(HPARAMS),
-        "--out", str(run_dir / "result.json"),
-        "--state-dir", str(run_dir / "state"),
+        "--mnist",
+        str(datasets_dir / "mnist"),
+        "--variant",
+        "glow",
+        "--limit-train",
+        "256",
+        "--limit-val",
+        "64",
+        "--checkpoint-dir",
+        str(run_dir / "ckpt"),
+        "--config",
+        json.dumps(CONFIG),
+        "--hparams",
+        json.dumps(HPARAMS),
+        "--out",
+        str(run_dir / "result.json"),
+        "--state-dir",
+        str(run_dir / "state"),
     ]
 
 
@@ -69,11 +77,18 @@ def run_torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess
     if Path("/sys/class/net/lo").exists():
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nproc_per_node", str(nproc),
-        "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()),
-        "-m", "flowmodels.train_main", *args,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "flowmodels.train_main",
+        *args,
     ]
     return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
 

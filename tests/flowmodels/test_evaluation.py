@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from training_data import ckplus_set, interleaved_split, one_thread  # noqa: F401 (autouse fixture)
 
-from flowmodels import bayes_predict
-from flowmodels import evaluation
-from scoring.classification import classification_metrics, confusion_matrix
+from flowmodels import bayes_predict, evaluation
 from flowmodels.training import build_seeded_model, train
 from pipelines.params import TrainParams
-
-from training_data import ckplus_set, interleaved_split, one_thread  # noqa: F401 (autouse fixture)
+from scoring.classification import classification_metrics, confusion_matrix
 
 TINY = {"levels": 2, "steps": 2, "hidden": 16}
 TEMPERATURES = (0.5, 1.0)
@@ -92,7 +90,9 @@ def test_conditional_model_report(trained):
 def test_unconditional_model_report(trained):
     models, test_set = trained
     model, result = models["unconditional"]
-    report = evaluation.evaluate(model, test_set, temperatures=(0.7,), samples_per_class=3, history=result.history, tsne_points=40)
+    report = evaluation.evaluate(
+        model, test_set, temperatures=(0.7,), samples_per_class=3, history=result.history, tsne_points=40
+    )
     assert report.confusion is None and "accuracy" not in report.metrics
     assert set(report.figures) == {"samples_t0.7", "tsne", "transfer", "bpd_curve"}
     w, h = png_size(report.figures["samples_t0.7"])

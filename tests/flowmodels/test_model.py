@@ -39,7 +39,9 @@ def test_decode_encode_round_trip(variant, num_classes):
     assert x_back.dtype == torch.float32
     assert (x_back - x).abs().max() < 1e-4
     # and it is not the identity: the latents differ from a reshuffle of x
-    assert not torch.allclose(torch.cat([z.flatten(1) for z in latents], 1).sort(1).values, x.flatten(1).sort(1).values, atol=1e-3)
+    assert not torch.allclose(
+        torch.cat([z.flatten(1) for z in latents], 1).sort(1).values, x.flatten(1).sort(1).values, atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("variant,num_classes", [("glow", None), ("bplf_3x3", 3), ("bplf_3x3_1x1", None)])
@@ -124,7 +126,9 @@ def test_checkpoint_restores_identical_bits_per_dim_without_reinitialising(tmp_p
     fresh = build_model(**model.config)
     fresh.load_state_dict(state)
     # a different first batch: a flag that did not travel would re-initialise actnorm from it
-    assert torch.equal(fresh.bits_per_dim(_images(4, seed=1) // 2, y, noise=noise).isfinite(), torch.ones(4, dtype=torch.bool))
+    assert torch.equal(
+        fresh.bits_per_dim(_images(4, seed=1) // 2, y, noise=noise).isfinite(), torch.ones(4, dtype=torch.bool)
+    )
     assert torch.equal(fresh.bits_per_dim(x, y, noise=noise), expected)
     assert fresh.pixel_column == model.pixel_column and fresh.config == model.config
 
@@ -164,3 +168,70 @@ def test_float64_and_layout_switch_change_nothing_numerically():
             m.set_channels_last(False)
     assert torch.allclose(model.bits_per_dim(x, y, noise=noise), a, atol=1e-5)
     assert torch.allclose(model.double().bits_per_dim(x, y, noise=noise.double()).float(), a, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["glow", "bplf_3x3"])
+def test_bf16_autocast_keeps_invconv_priors_and_logdets_in_float32(variant):
+    """Under bf16 autocast only the conditioners' convolutions run in bf16: every 1x1 convolution output, every
+    log-determinant, every prior's parameters and the log-density are float32, and the 1x1 convolutions'
+    contribution is exactly the float32 one."""
+    from flowmodels.layers.invconv import InvertibleConv1x1
+    from flowmodels.layers.split import Split
+
+    model = _trained_looking(variant, 7)
+    x = model.dequantize(_images(3), torch.rand(3, 1, 16, 16))
+    cond = model.condition(torch.tensor([0, 4, 6]), 3)
+    seen: dict[str, list[torch.dtype]] = {"invconv": [], "logdet": [], "prior": []}
+
+    def record_flow(module, inputs, output):
+        y, logdet = output
+        if isinstance(module, InvertibleConv1x1):
+            seen["invconv"].append(y.dtype)
+        seen["logdet"].append(logdet.dtype)
+
+    def record_split(module, inputs, output):
+        seen["prior"].extend(t.dtype for t in module.mean_log_sd(output[0], inputs[1]))
+
+    hooks = [
+        m.register_forward_hook(record_split if isinstance(m, Split) else record_flow)
+        for m in model.modules()
+        if isinstance(m, Split) or (hasattr(m, "inverse") and m is not model.flow and m is not model)
+    ]
+    try:
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            _, log_p = model.flow(x, cond)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen["invconv"] and set(seen["invconv"]) == {torch.float32}
+    assert seen["logdet"] and set(seen["logdet"]) == {torch.float32}
+    assert seen["prior"] and set(seen["prior"]) == {torch.float32}
+    assert log_p.dtype == torch.float32
+    with torch.no_grad():
+        full = model.flow(x, cond)[1]
+    # bf16 conditioners move the density a little, not the precision it is carried in
+    assert torch.allclose(log_p.detach(), full, rtol=2e-2)
+    invconv = next(m for m in model.modules() if isinstance(m, InvertibleConv1x1))
+    h = torch.randn(2, invconv.num_channels, 4, 4)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        auto = invconv(h)
+    plain = invconv(h)
+    assert torch.equal(auto[0], plain[0]) and torch.equal(auto[1], plain[1])
+
+
+def test_torch_func_jacobian_of_the_flow_matches_autograd():
+    """torch.func transforms run through a whole flow (the in-place and Winograd kernels step aside)."""
+    torch.manual_seed(0)
+    model = build_model("bplf_3x3", (1, 8, 8), None, levels=1, steps=1, hidden=8).double()
+    model.initialize(_images(4, 8))
+    perturb_parameters(model, scale=0.1)
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float64) - 0.5
+
+    def flat(v):
+        return torch.cat([z.flatten(1) for z in model.flow.transform(v)[0]], 1)
+
+    jac = torch.func.jacrev(flat)(x).reshape(64, 64)
+    ref = torch.autograd.functional.jacobian(flat, x).reshape(64, 64)
+    assert torch.allclose(jac, ref, atol=1e-10)
+    per_sample = torch.func.vmap(lambda v: model.log_prob(v[None])[0])(torch.rand(3, 1, 8, 8, dtype=torch.float64))
+    assert per_sample.shape == (3,) and torch.isfinite(per_sample).all()

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from training_data import ckplus_set, interleaved_split, one_thread  # noqa: F401 (autouse fixture)
 
 from flowmodels import build_model
 from flowmodels.data import ImageSet
@@ -17,8 +18,6 @@ from pipelines.params import TrainParams, load_params
 from training import TrainingDiverged, load_checkpoint
 from training.schedule import warmup_lr
 from training.seeds import batch_indices
-
-from training_data import ckplus_set, interleaved_split, one_thread  # noqa: F401 (autouse fixture)
 
 TINY = {"levels": 2, "steps": 2, "hidden": 16}
 SHAPE = (1, 16, 16)

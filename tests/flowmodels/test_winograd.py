@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from flowmodels.winograd import WinogradConv3x3, winograd_conv3x3
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4, 8, 8), (1, 2, 5, 6, 6), (2, 4, 3, 7, 5), (1, 1, 1, 1, 1), (3, 5, 2, 12, 13)])
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 4, 8, 8), (1, 2, 5, 6, 6), (2, 4, 3, 7, 5), (1, 1, 1, 1, 1), (3, 5, 2, 12, 13)]
+)
 def test_matches_direct_convolution_in_double(shape):
     n, c, k, h, w = shape
     g = torch.Generator().manual_seed(0)
@@ -63,3 +65,28 @@ def test_same_parameters_as_a_plain_convolution_and_switchable():
     assert torch.equal(wino(x), plain(x))
     with pytest.raises(ValueError):
         winograd_conv3x3(x, torch.randn(6, 4, 5, 5))
+
+
+def test_second_derivative_raises_instead_of_lying():
+    """The backward is hand-written and not itself differentiable: double backward must refuse, not return
+    a wrong Hessian-vector product (gradgradcheck used to fail silently)."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    (grad_x,) = torch.autograd.grad(winograd_conv3x3(x, weight).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|marked with @once_differentiable"):
+        grad_x.sum().backward()
+    with pytest.raises(RuntimeError):
+        torch.autograd.gradgradcheck(winograd_conv3x3, (x, weight))
+
+
+def test_torch_func_transforms_use_the_plain_convolution():
+    """Inside torch.func (vmap, jacrev) the layer is F.conv2d, so transforms work and agree with autograd."""
+    torch.manual_seed(3)
+    conv = WinogradConv3x3(2, 2).double()
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    per_sample = torch.func.vmap(lambda xi: conv(xi[None])[0])(x)
+    assert torch.allclose(per_sample, F.conv2d(x, conv.weight, conv.bias, padding=1), atol=1e-12)
+    jac = torch.func.jacrev(lambda xi: conv(xi))(x[:1])
+    ref = torch.autograd.functional.jacobian(lambda xi: winograd_conv3x3(xi, conv.weight, conv.bias), x[:1])
+    assert torch.allclose(jac, ref, atol=1e-10)

@@ -4,7 +4,7 @@ milliseconds per step."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _ckplus_arrays(root: str) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     base = Path(root) / "ckplus48" / "CK+48"

@@ -11,8 +11,8 @@ import pytest
 
 from pipelines.cli import main as cli_main
 from pipelines.labels import EMOTIONS
-from pipelines.prepare import MissingDatasetsError, prepare, resolve_shard_set
-from pipelines.shards import SHARD_SCHEMA, decode_pixels, read_shards, shard_files
+from pipelines.prepare import MissingDatasetsError, prepare
+from pipelines.shards import SHARD_SCHEMA, decode_pixels, read_shards, resolve_shard_set, shard_files
 from pipelines.validation import validate_shard_set
 
 from fixtures.rawroots import data_params, make_raw_root
@@ -81,7 +81,9 @@ def test_rows_hold_aligned_faces_and_their_svd_truncation(built):
     assert set(table.column("subject").to_pylist()) == {"KA", "KL", "KM", "KR", "MK", "NA", "NM", "TM", "UY", "YM"}
     ratings = table.column("rating_happiness").to_pylist()
     assert all(r is not None and 1 <= r <= 5 for r in ratings)
-    ck = read_shards(shard_set.path, sources=["ckplus"], columns=["detector", "det_score", "sequence", "frame", "rating_anger"])
+    ck = read_shards(
+        shard_set.path, sources=["ckplus"], columns=["detector", "det_score", "sequence", "frame", "rating_anger"]
+    )
     assert set(ck.column("detector").to_pylist()) == {"none"}  # pre-cropped pass-through
     assert ck.column("det_score").null_count == ck.num_rows and ck.column("rating_anger").null_count == ck.num_rows
     assert ck.column("sequence").null_count == 0 and ck.column("frame").null_count == 0
@@ -115,7 +117,9 @@ def test_quarantine_table_holds_reasons(built):
 def test_every_suite_passes(built):
     _, _, shard_set = built
     outcomes = validate_shard_set(shard_set.path, shard_set.manifest)
-    assert {name: o.success for name, o in outcomes.items()} == {n: True for n in ("schema", "rows", "subjects", "conservation")}
+    assert {name: o.success for name, o in outcomes.items()} == {
+        n: True for n in ("schema", "rows", "subjects", "conservation")
+    }
 
 
 def test_same_inputs_reuse_the_version_and_rewrite_nothing(built):
@@ -223,6 +227,12 @@ def test_fer2013_zip_to_validated_shards(tmp_path, datasets_dir):
     m = shard_set.manifest
     assert m["rows"] == 28709 and m["by_split"] == {"train": 28709} and m["quarantined_rows"] == 0
     assert m["by_label"] == {
-        "anger": 3995, "disgust": 436, "fear": 4097, "happiness": 7215, "sadness": 4830, "surprise": 3171, "neutral": 4965,
+        "anger": 3995,
+        "disgust": 436,
+        "fear": 4097,
+        "happiness": 7215,
+        "sadness": 4830,
+        "surprise": 3171,
+        "neutral": 4965,
     }
     assert all(o.success for o in validate_shard_set(shard_set.path, m).values())

@@ -54,7 +54,9 @@ def test_duplicate_id_fails_rows(copy):
         nonlocal ids
         ids = table.column("id").to_pylist()
         ids[1] = ids[0]
-        return table.set_column(table.schema.get_field_index("id"), table.schema.field("id"), pa.array(ids, pa.string()))
+        return table.set_column(
+            table.schema.get_field_index("id"), table.schema.field("id"), pa.array(ids, pa.string())
+        )
 
     rewrite_first_file(version_dir, duplicate)
     assert failing(version_dir, manifest) == {"rows"}
@@ -68,12 +70,19 @@ def test_short_pixels_and_bad_label_fail_rows(copy):
         pixels[0] = pixels[0][:-1]
         labels = table.column("label").to_pylist()
         labels[1] = 9
-        table = table.set_column(table.schema.get_field_index("pixels"), table.schema.field("pixels"), pa.array(pixels, pa.binary()))
-        return table.set_column(table.schema.get_field_index("label"), table.schema.field("label"), pa.array(labels, pa.int8()))
+        table = table.set_column(
+            table.schema.get_field_index("pixels"), table.schema.field("pixels"), pa.array(pixels, pa.binary())
+        )
+        return table.set_column(
+            table.schema.get_field_index("label"), table.schema.field("label"), pa.array(labels, pa.int8())
+        )
 
     rewrite_first_file(version_dir, corrupt)
     outcomes = validate_shard_set(version_dir, manifest)
-    failed = {e["expectation"] + ":" + str(e["kwargs"].get("column", e["kwargs"].get("column_A"))) for e in outcomes["rows"].failures}
+    failed = {
+        e["expectation"] + ":" + str(e["kwargs"].get("column", e["kwargs"].get("column_A")))
+        for e in outcomes["rows"].failures
+    }
     assert "expect_column_pair_values_to_be_equal:pixels_bytes" in failed
     assert "expect_column_values_to_be_in_set:label" in failed
 
@@ -99,7 +108,12 @@ def test_subject_in_two_splits_fails_subjects(copy):
     table = pq.read_table(train)
     subjects = table.column("subject").to_pylist()
     subjects[0] = test_subject
-    pq.write_table(table.set_column(table.schema.get_field_index("subject"), table.schema.field("subject"), pa.array(subjects, pa.string())).cast(table.schema), train)
+    pq.write_table(
+        table.set_column(
+            table.schema.get_field_index("subject"), table.schema.field("subject"), pa.array(subjects, pa.string())
+        ).cast(table.schema),
+        train,
+    )
     assert failing(version_dir, manifest) == {"subjects"}
 
 
@@ -112,5 +126,7 @@ def test_lost_rows_fail_conservation(copy):
 def test_dropped_quarantine_rows_fail_conservation(copy):
     version_dir, manifest = copy
     q = pq.read_table(version_dir / "quarantine.parquet")
-    pq.write_table(q.filter(pc.not_equal(q.column("raw_path"), q.column("raw_path")[0])), version_dir / "quarantine.parquet")
+    pq.write_table(
+        q.filter(pc.not_equal(q.column("raw_path"), q.column("raw_path")[0])), version_dir / "quarantine.parquet"
+    )
     assert failing(version_dir, manifest) == {"conservation"}

@@ -3,13 +3,14 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from fixtures.layouts import DEFAULT_BUEEG_SEGMENTS, as_expected, build_bueeg, split_stream, truncate_file
 
 from pipelines.params import BueegParams, DataParams
 from pipelines.prepare import harmonize_labels
 from pipelines.readers import MissingDatasetError, read_source
 from pipelines.readers.bueeg import map_columns
 from pipelines.records import Quarantined
+
+from fixtures.layouts import DEFAULT_BUEEG_SEGMENTS, as_expected, build_bueeg, split_stream, truncate_file
 
 PARAMS = DataParams()
 
@@ -20,8 +21,13 @@ def test_videos_and_segments(tmp_path, datasets_dir):
     assert [as_expected(r) for r in records] == built.records and quarantined == []
     # stride 24: F001/T1.mp4 segments 0..30 -> 0, 24 and 40..71 -> 40, 64; F002/T1.avi 5..60 -> 5, 29, 53
     assert [r.raw_path for r in records] == [
-        "F001/T1.mp4#frame=0", "F001/T1.mp4#frame=24", "F001/T1.mp4#frame=40", "F001/T1.mp4#frame=64",
-        "F002/T1.avi#frame=5", "F002/T1.avi#frame=29", "F002/T1.avi#frame=53",
+        "F001/T1.mp4#frame=0",
+        "F001/T1.mp4#frame=24",
+        "F001/T1.mp4#frame=40",
+        "F001/T1.mp4#frame=64",
+        "F002/T1.avi#frame=5",
+        "F002/T1.avi#frame=29",
+        "F002/T1.avi#frame=53",
     ]
     assert [r.sequence for r in records] == ["T1/0", "T1/0", "T1/1", "T1/1", "T1/0", "T1/0", "T1/0"]
     assert Counter(r.source_label for r in records) == {"happiness": 2, "surprise": 2, "anger": 3}
@@ -44,8 +50,9 @@ def test_frames_are_the_right_frames(tmp_path, datasets_dir):
     """Frame-exact reading: each requested frame equals the frame decoded by a plain sequential read."""
     import cv2
 
-    built = build_bueeg(tmp_path / "b", datasets_dir, segments=(("F001", "T1.avi", 3, 20, "fear"),), stride=8,
-                        frames=24)
+    built = build_bueeg(
+        tmp_path / "b", datasets_dir, segments=(("F001", "T1.avi", 3, 20, "fear"),), stride=8, frames=24
+    )
     records, _ = split_stream(read_source("bueeg", built.root, DataParams(bueeg=BueegParams(stride=8))))
     cap = cv2.VideoCapture(str(built.root / "F001" / "T1.avi"))
     frames = []
@@ -135,8 +142,11 @@ def test_bad_rows_overlaps_and_stems(tmp_path, datasets_dir):
         ("F001", "T1.mp4", "x", 5, "Anger"),  # not an integer
         ("F001", "T1.mp4", 0, 5, ""),  # no expression
     )
-    built = build_bueeg(tmp_path / "b", datasets_dir,
-                        segments=(("F001", "T1.mp4", 0, 30, "Happiness"), ("F001", "T1.mp4", 24, 40, "Surprise")))
+    built = build_bueeg(
+        tmp_path / "b",
+        datasets_dir,
+        segments=(("F001", "T1.mp4", 0, 30, "Happiness"), ("F001", "T1.mp4", 24, 40, "Surprise")),
+    )
     lines = ["Subject,Video,Start Frame,End Frame,Expression"] + [",".join(map(str, s)) for s in segments]
     lines.append("F001,T1.mp4,3")  # too few fields
     (built.root / "segments.csv").write_text("\n".join(lines) + "\n")

@@ -4,6 +4,14 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
+from pipelines.labels import harmonize_label
+from pipelines.params import CkplusParams, DataParams
+from pipelines.prepare import harmonize_labels
+from pipelines.readers import MissingDatasetError, read_source
+from pipelines.readers.ckplus import parse_emotion_text, select_frames
+from pipelines.records import Quarantined, RawRecord
+
 from fixtures.layouts import (
     BAD_REASON,
     as_expected,
@@ -12,13 +20,6 @@ from fixtures.layouts import (
     build_ckplus_original,
     split_stream,
 )
-
-from pipelines.labels import harmonize_label
-from pipelines.params import CkplusParams, DataParams
-from pipelines.prepare import harmonize_labels
-from pipelines.readers import MissingDatasetError, read_source
-from pipelines.readers.ckplus import parse_emotion_text, select_frames
-from pipelines.records import Quarantined, RawRecord
 
 PARAMS = DataParams()
 CK48_FOLDERS = {"anger": 135, "contempt": 54, "disgust": 177, "fear": 75, "happy": 207, "sadness": 84, "surprise": 249}
@@ -57,8 +58,9 @@ def test_real_ck48_record_fields(real, datasets_dir):
 
 
 def test_original_layout_fixture(tmp_path, datasets_dir):
-    built = build_ckplus_original(tmp_path / "ckplus", datasets_dir, subjects=2, sequences=2, frames=6, unlabelled=2,
-                                  rgb_sequences=1)
+    built = build_ckplus_original(
+        tmp_path / "ckplus", datasets_dir, subjects=2, sequences=2, frames=6, unlabelled=2, rgb_sequences=1
+    )
     records, quarantined = split_stream(read_source("ckplus", built.root, PARAMS))
     assert [as_expected(r) for r in records] == built.records
     assert [as_expected(q) for q in quarantined] == built.quarantined
@@ -71,8 +73,16 @@ def test_original_layout_fixture(tmp_path, datasets_dir):
 
 
 def test_emotion_float_codes_become_integer_strings(tmp_path, datasets_dir):
-    built = build_ckplus_original(tmp_path / "c", datasets_dir, subjects=1, sequences=7, frames=4, unlabelled=0,
-                                  codes=(1, 2, 3, 4, 5, 6, 7), extras=False)
+    built = build_ckplus_original(
+        tmp_path / "c",
+        datasets_dir,
+        subjects=1,
+        sequences=7,
+        frames=4,
+        unlabelled=0,
+        codes=(1, 2, 3, 4, 5, 6, 7),
+        extras=False,
+    )
     records, _ = split_stream(read_source("ckplus", built.root, PARAMS))
     emotion_files = sorted((built.root / "Emotion").rglob("*_emotion.txt"))
     assert emotion_files[0].read_text() == "   1.0000000e+00\n"
@@ -84,9 +94,18 @@ def test_emotion_float_codes_become_integer_strings(tmp_path, datasets_dir):
 @pytest.mark.parametrize("last_frames,neutral", [(1, True), (3, False), (5, True), (10, True)])
 def test_frame_selection_params(tmp_path, datasets_dir, last_frames, neutral):
     params = DataParams(ckplus=CkplusParams(last_frames=last_frames, first_frame_neutral=neutral))
-    built = build_ckplus_original(tmp_path / "c", datasets_dir, subjects=1, sequences=4, frames=(1, 2, 4, 8),
-                                  unlabelled=0, last_frames=last_frames, first_frame_neutral=neutral, extras=False,
-                                  frame_size=(120, 160))
+    built = build_ckplus_original(
+        tmp_path / "c",
+        datasets_dir,
+        subjects=1,
+        sequences=4,
+        frames=(1, 2, 4, 8),
+        unlabelled=0,
+        last_frames=last_frames,
+        first_frame_neutral=neutral,
+        extras=False,
+        frame_size=(120, 160),
+    )
     records, quarantined = split_stream(read_source("ckplus", built.root, params))
     assert [as_expected(r) for r in records] == built.records and quarantined == []
     # no frame is ever taken twice
@@ -113,8 +132,9 @@ def test_parse_emotion_text():
 
 
 def test_bad_label_files_and_frames(tmp_path, datasets_dir):
-    built = build_ckplus_original(tmp_path / "c", datasets_dir, subjects=2, sequences=3, frames=5, unlabelled=0,
-                                  frame_size=(120, 160))
+    built = build_ckplus_original(
+        tmp_path / "c", datasets_dir, subjects=2, sequences=3, frames=5, unlabelled=0, frame_size=(120, 160)
+    )
     root = built.root
     emotion = root / "Emotion"
     images = root / "cohn-kanade-images"
@@ -147,8 +167,9 @@ def test_bad_label_files_and_frames(tmp_path, datasets_dir):
 
 
 def test_missing_emotion_folder_makes_every_sequence_unlabelled(tmp_path, datasets_dir):
-    built = build_ckplus_original(tmp_path / "c", datasets_dir, subjects=1, sequences=2, frames=3, unlabelled=0,
-                                  frame_size=(120, 160))
+    built = build_ckplus_original(
+        tmp_path / "c", datasets_dir, subjects=1, sequences=2, frames=3, unlabelled=0, frame_size=(120, 160)
+    )
     shutil.rmtree(built.root / "Emotion")
     records, quarantined = split_stream(read_source("ckplus", built.root, PARAMS))
     assert records == [] and [q.reason for q in quarantined] == ["missing_label_file"] * 2
@@ -156,8 +177,9 @@ def test_missing_emotion_folder_makes_every_sequence_unlabelled(tmp_path, datase
 
 
 def test_wrapped_original_layout_and_precedence_over_ck48(tmp_path, datasets_dir, caplog):
-    built = build_ckplus_original(tmp_path / "c", datasets_dir, subjects=1, sequences=1, frames=4, unlabelled=0,
-                                  wrap="CK+", frame_size=(120, 160))
+    built = build_ckplus_original(
+        tmp_path / "c", datasets_dir, subjects=1, sequences=1, frames=4, unlabelled=0, wrap="CK+", frame_size=(120, 160)
+    )
     build_ckplus48(tmp_path / "c", datasets_dir, per_emotion=1)
     records, quarantined = split_stream(read_source("ckplus", built.root, PARAMS))
     assert [as_expected(r) for r in records] == built.records and quarantined == []

@@ -7,6 +7,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
+from pipelines.params import DataParams, Fer2013Params
+from pipelines.prepare import harmonize_labels
+from pipelines.readers import MissingDatasetError, read_source
+from pipelines.records import Quarantined, RawRecord
+
 from fixtures.layouts import (
     BAD_REASON,
     UNSAFE_MEMBER_NAMES,
@@ -18,15 +24,18 @@ from fixtures.layouts import (
     split_stream,
 )
 
-from pipelines.params import DataParams, Fer2013Params
-from pipelines.prepare import harmonize_labels
-from pipelines.readers import MissingDatasetError, read_source
-from pipelines.records import Quarantined, RawRecord
-
 AUTO = DataParams()
 CSV = DataParams(fer2013=Fer2013Params(layout="csv"))
 IMAGES = DataParams(fer2013=Fer2013Params(layout="images"))
-ZIP_COUNTS = {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "neutral": 4965, "sad": 4830, "surprise": 3171}
+ZIP_COUNTS = {
+    "angry": 3995,
+    "disgust": 436,
+    "fear": 4097,
+    "happy": 7215,
+    "neutral": 4965,
+    "sad": 4830,
+    "surprise": 3171,
+}
 CSV_COUNTS = {"0": 177, "1": 14, "2": 189, "3": 272, "4": 182, "5": 141, "6": 192}
 
 
@@ -169,8 +178,9 @@ def test_csv_bad_rows(tmp_path, datasets_dir):
 
 @pytest.mark.parametrize("as_zip,wrap", [(False, ""), (False, "archive/"), (True, ""), (True, "fer2013/")])
 def test_kaggle_image_layout(tmp_path, datasets_dir, as_zip, wrap):
-    built = build_fer_images(tmp_path / "fer", datasets_dir, per_emotion=2, test_per_emotion=1, as_zip=as_zip,
-                             wrap=wrap)
+    built = build_fer_images(
+        tmp_path / "fer", datasets_dir, per_emotion=2, test_per_emotion=1, as_zip=as_zip, wrap=wrap
+    )
     records, quarantined = split_stream(read_source("fer2013", built.root, AUTO))
     assert [as_expected(r) for r in records] == built.records and quarantined == []
     assert Counter(r.split_hint for r in records) == {"train": 14, "val": 7, "test": 7}
@@ -186,8 +196,9 @@ def test_folders_win_over_a_zip_of_the_same_images(tmp_path, datasets_dir, caplo
 
 
 def test_zip_bad_members(tmp_path, datasets_dir):
-    built = build_fer_images(tmp_path / "fer", datasets_dir, per_emotion=1, test_per_emotion=0, as_zip=True,
-                             emotions=("angry", "happy"))
+    built = build_fer_images(
+        tmp_path / "fer", datasets_dir, per_emotion=1, test_per_emotion=0, as_zip=True, emotions=("angry", "happy")
+    )
     zpath = built.root / "archive.zip"
     with zipfile.ZipFile(zpath) as zf:
         good = zf.read(next(n for n in zf.namelist() if n.endswith(".jpg")))

@@ -4,11 +4,12 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
-from fixtures.layouts import BAD_KINDS, BAD_REASON, UNSAFE_MEMBER_NAMES, bad_bytes, jpeg_bytes, png_bytes
 from PIL import Image
 
 from pipelines.readers.common import classify_name, is_os_litter
 from pipelines.readers.image_decoding import DecodeFailure, decode_image, sniff_format, unsafe_member_reason
+
+from fixtures.layouts import BAD_KINDS, BAD_REASON, UNSAFE_MEMBER_NAMES, bad_bytes, jpeg_bytes, png_bytes
 
 
 def _pil_bytes(array, fmt, **kw):
@@ -41,8 +42,13 @@ def test_jaffe_palette_tiff_goes_through_its_palette_to_gray(datasets_dir):
 def test_colour_and_odd_formats():
     rgb = np.zeros((10, 12, 3), np.uint8)
     rgb[..., 0] = 200  # red
-    for data in (png_bytes(rgb), _pil_bytes(rgb, "BMP"), _pil_bytes(rgb, "TIFF"), _pil_bytes(rgb, "GIF"),
-                 _pil_bytes(rgb, "WEBP", lossless=True)):
+    for data in (
+        png_bytes(rgb),
+        _pil_bytes(rgb, "BMP"),
+        _pil_bytes(rgb, "TIFF"),
+        _pil_bytes(rgb, "GIF"),
+        _pil_bytes(rgb, "WEBP", lossless=True),
+    ):
         out = decode_image(data)
         assert out.shape == (10, 12, 3) and tuple(out[0, 0]) == (200, 0, 0), sniff_format(data)
     jpg = decode_image(jpeg_bytes(rgb, quality=100))
@@ -103,8 +109,17 @@ def test_safe_member_names(name):
 def test_file_classification():
     assert classify_name("Training_1.JPG") == "image"
     assert classify_name("x.tiff") == "image"
-    for name in ("README", "readme.md", "JAFFE_labels.txt", ".DS_Store", "._Training_1.jpg",
-                 "__MACOSX/train/angry/x.jpg", "Thumbs.db", "session.xml", "LICENSE"):
+    for name in (
+        "README",
+        "readme.md",
+        "JAFFE_labels.txt",
+        ".DS_Store",
+        "._Training_1.jpg",
+        "__MACOSX/train/angry/x.jpg",
+        "Thumbs.db",
+        "session.xml",
+        "LICENSE",
+    ):
         assert classify_name(name) == "skip", name
     for name in ("notes.doc", "clip.mp3", "data.bin", "noext"):
         assert classify_name(name) == "other", name

@@ -4,12 +4,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from fixtures.layouts import BAD_REASON, as_expected, bad_bytes, build_jaffe, split_stream
 
 from pipelines.labels import harmonize_label
 from pipelines.params import DataParams
 from pipelines.readers import MissingDatasetError, read_source
 from pipelines.readers.jaffe import RATING_COLUMNS, parse_jaffe_name
+
+from fixtures.layouts import BAD_REASON, as_expected, bad_bytes, build_jaffe, split_stream
 
 PARAMS = DataParams()
 # PROVENANCE: AN 30, DI 29, FE 32, HA 31, NE 30, SA 31, SU 30
@@ -51,8 +52,12 @@ def test_ratings_line_parsed_in_provenance_order(real):
     km_ne1 = next(r for r in records if r.raw_path.startswith("jaffe/KM.NE1."))
     # JAFFE_labels.txt line 1: "1 2.87 2.52 2.10 1.97 1.97 2.06 KM-NE1" = HAP SAD SUR ANG DIS FEA
     assert km_ne1.extras == {
-        "rating_happiness": 2.87, "rating_sadness": 2.52, "rating_surprise": 2.10,
-        "rating_anger": 1.97, "rating_disgust": 1.97, "rating_fear": 2.06,
+        "rating_happiness": 2.87,
+        "rating_sadness": 2.52,
+        "rating_surprise": 2.10,
+        "rating_anger": 1.97,
+        "rating_disgust": 1.97,
+        "rating_fear": 2.06,
     }
 
 
@@ -67,7 +72,11 @@ def test_fixture_layout_and_missing_ratings(tmp_path, datasets_dir):
 
 def test_images_at_root_ratings_beside_and_header_reorders(tmp_path, datasets_dir):
     built = build_jaffe(tmp_path / "j", datasets_dir, posers=("KL",), images_subdir=None, ratings=False)
-    lines = [l for l in (datasets_dir / "jaffe" / "JAFFE_labels.txt").read_text().splitlines() if l.split()[-1].startswith("KL-")]
+    lines = [
+        l
+        for l in (datasets_dir / "jaffe" / "JAFFE_labels.txt").read_text().splitlines()
+        if l.split()[-1].startswith("KL-")
+    ]
     # a header naming the columns in another order, no row numbers, then the values in that order
     reordered = ["# FEA DIS ANG SUR SAD HAP PIC"]
     for line in lines:

@@ -4,6 +4,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
+from pipelines.params import DataParams, MmiParams
+from pipelines.prepare import harmonize_labels
+from pipelines.readers import MissingDatasetError, read_source
+from pipelines.readers.mmi import emotions_in_xml, middle_indices, normalise_label
+from pipelines.records import Quarantined
+
 from fixtures.layouts import (
     as_expected,
     bad_bytes,
@@ -13,18 +20,18 @@ from fixtures.layouts import (
     truncate_file,
 )
 
-from pipelines.params import DataParams, MmiParams
-from pipelines.prepare import harmonize_labels
-from pipelines.readers import MissingDatasetError, read_source
-from pipelines.readers.mmi import emotions_in_xml, middle_indices, normalise_label
-from pipelines.records import Quarantined
-
 PARAMS = DataParams()
 
 
 def test_session_layout(tmp_path, datasets_dir):
-    built = build_mmi_sessions(tmp_path / "mmi", datasets_dir, emotions=(4, 1, None, 6), frames=(9, 10, 9, 7),
-                               image_sessions=(1,), wrap="mmi-facial-expression-database_download_2019-04-27")
+    built = build_mmi_sessions(
+        tmp_path / "mmi",
+        datasets_dir,
+        emotions=(4, 1, None, 6),
+        frames=(9, 10, 9, 7),
+        image_sessions=(1,),
+        wrap="mmi-facial-expression-database_download_2019-04-27",
+    )
     records, quarantined = split_stream(read_source("mmi", built.root, PARAMS))
     assert [as_expected(r) for r in records] == built.records
     assert [as_expected(q) for q in quarantined] == built.quarantined
@@ -53,8 +60,9 @@ def test_middle_frames_are_rgb_video_frames_in_order(tmp_path, datasets_dir):
 @pytest.mark.parametrize("middle", [1, 2, 5, 20])
 def test_middle_frames_param(tmp_path, datasets_dir, middle):
     params = DataParams(mmi=MmiParams(middle_frames=middle))
-    built = build_mmi_sessions(tmp_path / "mmi", datasets_dir, emotions=(2, 3), frames=(8, 3), image_sessions=(1,),
-                               middle_frames=middle)
+    built = build_mmi_sessions(
+        tmp_path / "mmi", datasets_dir, emotions=(2, 3), frames=(8, 3), image_sessions=(1,), middle_frames=middle
+    )
     records, quarantined = split_stream(read_source("mmi", built.root, params))
     assert [as_expected(r) for r in records] == built.records and quarantined == []
 
@@ -86,15 +94,17 @@ def test_emotion_in_session_xml_or_other_forms(tmp_path, datasets_dir):
     s1.write_text(s1.read_text().replace("</session>", '  <Metatag Name="Emotion" Value="6" />\n</session>'))
     (sessions / "2" / "S002-002.xml").write_text("<Metadata><Emotion>2</Emotion></Metadata>")
     (sessions / "3" / "S003-003.xml").write_text(
-        '<Metadata><Metatag Name="Emotion" Value="2"/><Metatag Name="emotion" Value="3"/></Metadata>')
+        '<Metadata><Metatag Name="Emotion" Value="2"/><Metatag Name="emotion" Value="3"/></Metadata>'
+    )
     records, quarantined = split_stream(read_source("mmi", built.root, PARAMS))
     assert [(r.sequence, r.source_label) for r in records] == [("1", "6")] * 3 + [("2", "2")] * 3
     assert [(q.raw_path, q.reason) for q in quarantined] == [("Sessions/3/S003-003.xml", "malformed_metadata")]
 
 
 def test_bad_sessions(tmp_path, datasets_dir):
-    built = build_mmi_sessions(tmp_path / "mmi", datasets_dir, emotions=(1, 2, 3, 4, 5, 6, 1), frames=9,
-                               image_sessions=(5,))
+    built = build_mmi_sessions(
+        tmp_path / "mmi", datasets_dir, emotions=(1, 2, 3, 4, 5, 6, 1), frames=9, image_sessions=(5,)
+    )
     s = built.root / "Sessions"
     (s / "1" / "S001-001.xml").write_text("<Metadata><Metatag Name='Emotion' Value='1'")  # broken XML
     (s / "1" / "session.xml").write_text("not xml either")
@@ -148,14 +158,16 @@ def test_ckstyle_bad_rows_and_folder_matching(tmp_path, datasets_dir):
     records, quarantined = split_stream(read_source("mmi", built.root, PARAMS))
     assert [r.raw_path for r in records] == ["001/1/img_003.png", "001/1/img_004.png", "001/1/img_005.png"]
     got = sorted((q.raw_path, q.reason) for q in quarantined)
-    assert got == sorted([
-        ("mmi.csv#row=2", "malformed_metadata"),
-        ("mmi.csv#row=3", "malformed_metadata"),
-        ("mmi.csv#row=4", "malformed_metadata"),
-        ("mmi.csv#row=5", "unknown_label"),
-        ("2/1/frame.bin", "not_an_image"),
-        ("2/1", "missing_label_file"),
-    ])
+    assert got == sorted(
+        [
+            ("mmi.csv#row=2", "malformed_metadata"),
+            ("mmi.csv#row=3", "malformed_metadata"),
+            ("mmi.csv#row=4", "malformed_metadata"),
+            ("mmi.csv#row=5", "unknown_label"),
+            ("2/1/frame.bin", "not_an_image"),
+            ("2/1", "missing_label_file"),
+        ]
+    )
 
 
 def test_both_layouts_read_sessions_only(tmp_path, datasets_dir, caplog):

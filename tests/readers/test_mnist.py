@@ -82,7 +82,9 @@ def test_real_mnist_test_split(datasets_dir):
     header_images = bytes([0, 0, 8, 3]) + struct.pack(">III", 10000, 28, 28)
     assert hashlib.md5(header_images + images.tobytes()).hexdigest() == "2646ac647ad5339dbf082846283269ea"
     header_labels = bytes([0, 0, 8, 1]) + struct.pack(">I", 10000)
-    assert hashlib.md5(header_labels + labels.astype(np.uint8).tobytes()).hexdigest() == "27ae3e4e09519cfbb04c329615203637"
+    assert (
+        hashlib.md5(header_labels + labels.astype(np.uint8).tobytes()).hexdigest() == "27ae3e4e09519cfbb04c329615203637"
+    )
 
 
 def test_real_mnist_train_split(datasets_dir):

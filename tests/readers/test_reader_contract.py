@@ -4,11 +4,12 @@ import re
 
 import cv2
 import pytest
-from fixtures import layouts
 
 from pipelines.params import KNOWN_SOURCES, DataParams
 from pipelines.readers import LAYOUTS, MissingDatasetError, get_reader, read_source
 from pipelines.records import Quarantined, QuarantineReason, RawRecord
+
+from fixtures import layouts
 
 PARAMS = DataParams()
 
@@ -51,7 +52,9 @@ def test_fixture_rows_are_well_formed_and_deterministic(tmp_path, datasets_dir, 
     built = BUILDERS[name](tmp_path / name, datasets_dir)
     first = list(read_source(source, built.root, PARAMS))
     second = list(read_source(source, built.root, PARAMS))
-    assert [(i.raw_path, i.content_hash, type(i)) for i in first] == [(i.raw_path, i.content_hash, type(i)) for i in second]
+    assert [(i.raw_path, i.content_hash, type(i)) for i in first] == [
+        (i.raw_path, i.content_hash, type(i)) for i in second
+    ]
     assert len(first) == built.rows_in
     for item in first:
         assert item.source == source and RAW_PATH.match(item.raw_path), item.raw_path

@@ -18,7 +18,9 @@ def faces(datasets_dir):
 
 def test_off_is_the_identity_and_on_is_seeded(faces):
     assert torch.equal(Augmentation()(faces, seed=0, step=0), faces)
-    every = AugmentParams(rotate=(-50, 30), crop=(0, 0.2), flip=0.5, gamma=(0.5, 2), scale=(1, 1.5), shear=(0, 0.2)).build()
+    every = AugmentParams(
+        rotate=(-50, 30), crop=(0, 0.2), flip=0.5, gamma=(0.5, 2), scale=(1, 1.5), shear=(0, 0.2)
+    ).build()
     a, b = every(faces, seed=3, step=7), every(faces, seed=3, step=7)
     assert a.dtype == torch.uint8 and a.shape == faces.shape and torch.equal(a, b)
     assert not torch.equal(every(faces, seed=3, step=8), a) and not torch.equal(every(faces, seed=4, step=7), a)

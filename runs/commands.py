@@ -1,0 +1,265 @@
+"""The ``emoflow`` commands that train, evaluate and use models: train, evaluate, sample, classify.
+
+They call the run functions directly (no Dagster run): the same functions the Dagster assets and the DVC stages
+call. `pipelines.cli` finds them through the ``emoflow.commands`` entry point (it never imports this layer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+
+from pipelines.params import Params, emoflow_home, load_params
+from runs.context import RunContext
+from runs.datasets import DATASETS, DatasetRef, enabled_sources_ref, mnist_ref
+from runs.families import family_of
+from runs.lifecycle import write_json
+
+
+def _context(args) -> RunContext:
+    sources = [s for s in (getattr(args, "sources", None) or "").split(",") if s]
+    settings = load_params(getattr(args, "params", None)).with_overrides(sources=sources or None)
+    return RunContext.create(settings, emoflow_home(), progress_bars=True)
+
+
+def _variant(args, settings: Params) -> str:
+    return args.variant or settings.model.variant
+
+
+def dataset_for(ctx: RunContext, dataset: str, shards: str | None) -> DatasetRef:
+    """The data a command trains or scores on: a shard set (``--shards``, default $EMOFLOW_HOME/shards's
+    current version) narrowed to the settings' sources, or MNIST."""
+    if dataset == "mnist":
+        return mnist_ref(ctx.settings)
+    return enabled_sources_ref(ctx.settings, Path(shards) if shards else ctx.home / "shards")
+
+
+def cmd_train(args) -> int:
+    ctx = _context(args)
+    variant = _variant(args, ctx.settings)
+    family = family_of(variant, ctx.settings)
+    data = dataset_for(ctx, args.dataset, args.shards)
+    outcome = family.train(ctx, variant, data, max_steps=args.max_steps, resume=not args.no_resume)
+    result = outcome.result
+    summary = {
+        "variant": variant,
+        "dataset": data.dataset,
+        "data_version": data.version,
+        "registered_model": outcome.registered_model,
+        "model_version": outcome.model_version,
+        "mlflow_run_id": outcome.run_id,
+        "reused": outcome.reused,
+        "steps": result["steps"],
+        "stopped_by": result["stopped_by"],
+        "resumed_from_step": result["resumed_from_step"],
+        "images_per_s": result["images_per_s"],
+        "skipped_steps": result["skipped_steps"],
+        "final": result["final"],
+        "val": result["val"],
+        "checkpoint": outcome.checkpoint,
+    }
+    write_json(
+        args.summary_out,
+        {k: summary[k] for k in ("steps", "final", "val", "images_per_s", "skipped_steps", "model_version")},
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    ctx = _context(args)
+    variant = _variant(args, ctx.settings)
+    family = family_of(variant, ctx.settings)
+    data = dataset_for(ctx, args.dataset, args.shards)
+    trained = family.trained(ctx, variant, data, max_steps=args.max_steps)
+    if trained is None:
+        print(
+            f"emoflow: no finished training run of {variant} on {data.dataset} {data.version} with these settings: "
+            f"run `emoflow train --variant {variant}` first",
+            file=sys.stderr,
+        )
+        return 2
+    outcome = family.evaluate(ctx, trained, data)
+    numbers = {k: v for k, v in outcome.metrics.items() if isinstance(v, float)}
+    write_json(
+        args.metrics_out,
+        {
+            **{f"test_{k}" if not k.startswith("test_") else k: v for k, v in numbers.items()},
+            "promoted": outcome.promoted,
+        },
+    )
+    if args.plots_dir:
+        write_plots(Path(args.plots_dir), ctx, outcome.run_id, outcome.confusion)
+    print(json.dumps(outcome.summary(), indent=2, default=str))
+    return 0
+
+
+def write_plots(plots: Path, ctx: RunContext, run_id: str, confusion: dict | None) -> None:
+    """DVC plots: the training curve of the first loss and the test confusion matrix (one row per image)."""
+    plots.mkdir(parents=True, exist_ok=True)
+    client = ctx.tracking.client()
+    history = client.get_metric_history(run_id, "train.bpd")
+    with open(plots / "bpd_curve.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "bpd"])
+        writer.writerows([m.step, m.value] for m in sorted(history, key=lambda m: m.step))
+    with open(plots / "confusion.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        if confusion is not None:
+            classes = confusion["classes"]
+            for i, row in enumerate(confusion["confusion"]):
+                for j, count in enumerate(row):
+                    writer.writerows([classes[i], classes[j]] for _ in range(int(count)))
+
+
+def load_model(args, ctx: RunContext):
+    """A model from ``--model`` (an MLflow URI such as models:/emoflow-glow@champion) or ``--checkpoint``."""
+    if args.checkpoint:
+        from flowmodels.training import model_from_checkpoint
+
+        return model_from_checkpoint(args.checkpoint)
+    return ctx.tracking.load_model(args.model)
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from pipelines.labels import EMOTIONS
+
+    ctx = _context(args)
+    model = load_model(args, ctx).eval()
+    torch.manual_seed(args.seed)
+    y = None
+    if model.num_classes:
+        names = EMOTIONS if model.num_classes == len(EMOTIONS) else tuple(str(i) for i in range(model.num_classes))
+        if args.emotion not in names:
+            raise SystemExit(f"emoflow: --emotion must be one of {list(names)}")
+        y = names.index(args.emotion)
+    with torch.no_grad():
+        images = model.to_uint8(model.sample(args.n, y=y, temperature=args.temperature)).cpu().numpy()
+    n, _, h, w = images.shape
+    cols = min(n, 8)
+    rows = -(-n // cols)
+    grid = np.zeros((rows * h, cols * w), dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, cols)
+        grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = images[i, 0]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(out)
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "n": n,
+                "emotion": args.emotion if y is not None else None,
+                "temperature": args.temperature,
+            }
+        )
+    )
+    return 0
+
+
+def cmd_classify(args) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from flowmodels import bayes_posterior
+    from pipelines.faces import FaceAligner
+    from pipelines.labels import EMOTIONS
+    from pipelines.records import FaceRecord, RawRecord
+    from pipelines.svd import truncate_singular_values
+
+    ctx = _context(args)
+    params = ctx.settings
+    model = load_model(args, ctx).eval()
+    if not model.num_classes:
+        raise SystemExit("emoflow: classify needs an emotion-conditional model")
+    _, h, w = model.image_shape
+    aligner = FaceAligner(params.data.faces, (h, w))
+    records = []
+    for name in args.images:
+        data = Path(name).read_bytes()
+        image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        records.append(RawRecord("photo", "photo", None, image, str(name), hashlib.sha256(data).hexdigest()))
+    results = []
+    for record, out in zip(records, aligner.process(records)):
+        if not isinstance(out, FaceRecord):
+            results.append({"file": record.raw_path, "face": False, "reason": out.reason, "detail": out.detail})
+            continue
+        face = out.face
+        if model.pixel_column == "pixels_svd":
+            face = truncate_singular_values(face, rank=params.data.svd.rank, energy=params.data.svd.energy)
+        x = torch.from_numpy(np.ascontiguousarray(face))[None, None]
+        with torch.no_grad():
+            probabilities = bayes_posterior(model, x)[0].tolist()
+        names = EMOTIONS if model.num_classes == len(EMOTIONS) else [str(i) for i in range(model.num_classes)]
+        ranked = dict(sorted(zip(names, probabilities), key=lambda kv: -kv[1]))
+        results.append(
+            {
+                "file": record.raw_path,
+                "face": True,
+                "detector": out.detector,
+                "box": list(out.box),
+                "emotion": next(iter(ranked)),
+                "probabilities": {k: round(v, 6) for k, v in ranked.items()},
+            }
+        )
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the model commands to `emoflow` (called by pipelines.cli through the entry point)."""
+    for name, func, what in (
+        ("train", cmd_train, "train one variant (resuming an interrupted run), track it in MLflow, register it"),
+        ("evaluate", cmd_evaluate, "score the trained candidate on the test split and promote it when it wins"),
+    ):
+        p = subparsers.add_parser(name, help=what)
+        p.add_argument("--params", default=None)
+        p.add_argument("--variant", default=None, help="model variant (default: params model.variant)")
+        p.add_argument("--dataset", default="emotionset", choices=DATASETS)
+        p.add_argument("--shards", default=None, help="a shard set or shards root (default: $EMOFLOW_HOME/shards)")
+        p.add_argument("--sources", default=None, help="comma-separated sources (default: those enabled in params)")
+        p.add_argument("--max-steps", type=int, default=None, help="training budget override (steps)")
+        if name == "train":
+            p.add_argument("--no-resume", action="store_true", help="start over even when an interrupted run exists")
+            p.add_argument(
+                "--summary-out", default=None, help="also write the training figures to this JSON file (DVC metrics)"
+            )
+        else:
+            p.add_argument(
+                "--metrics-out", default=None, help="also write the test metrics to this JSON file (DVC metrics)"
+            )
+            p.add_argument(
+                "--plots-dir", default=None, help="also write bpd_curve.csv and confusion.csv here (DVC plots)"
+            )
+        p.set_defaults(func=func)
+
+    for name, func, what in (
+        ("sample", cmd_sample, "a PNG grid of samples for an emotion"),
+        ("classify", cmd_classify, "emotion probabilities for image files, as JSON"),
+    ):
+        p = subparsers.add_parser(name, help=what)
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("--model", help="an MLflow model URI, e.g. models:/emoflow-bplf_3x3_svd@champion")
+        source.add_argument("--checkpoint", help="a training checkpoint (last.pt)")
+        p.add_argument("--params", default=None)
+        if name == "sample":
+            p.add_argument("--emotion", default="happiness")
+            p.add_argument("--n", type=int, default=16)
+            p.add_argument("--temperature", type=float, default=0.7)
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--out", default="samples.png")
+        else:
+            p.add_argument("images", nargs="+")
+        p.set_defaults(func=func)
