@@ -16,6 +16,7 @@ from dagster import (
 from pipelines.validation import (
     shard_metadata_frame,
     validate_conservation,
+    validate_duplicates,
     validate_rows,
     validate_schema,
     validate_subjects,
@@ -80,9 +81,19 @@ def shards_rows_conserved(emotionset_shards: str) -> AssetCheckResult:
     return _result(validate_conservation(Path(emotionset_shards), _manifest(emotionset_shards)))
 
 
+@asset_check(
+    asset=SHARDS,
+    blocking=True,
+    description="No duplicate group (identical or near-copy faces, found again on the written rows) spans splits.",
+)
+def shards_no_duplicates_across_splits(emotionset_shards: str) -> AssetCheckResult:
+    return _result(validate_duplicates(Path(emotionset_shards), _manifest(emotionset_shards)))
+
+
 SHARD_CHECKS: list[AssetChecksDefinition] = [
     shards_schema,
     shards_rows,
     shards_subject_independent,
     shards_rows_conserved,
+    shards_no_duplicates_across_splits,
 ]

@@ -2,6 +2,7 @@
 and MNIST's idx files (the second dataset of the BPLF paper's Table 3)."""
 
 import time
+from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
@@ -17,9 +18,12 @@ from dagster import (
     asset,
 )
 
+from assets.pictures import png_metadata
 from assets.resources import EmoflowRuntime
+from pipelines.assembly import assemble_emotionset
+from pipelines.audit.shard_audit import REPORT_COUNTS
 from pipelines.params import Params
-from pipelines.prepare import assemble_emotionset, stage_source
+from pipelines.prepare import stage_source
 from pipelines.versioning import code_version, hash_raw_inputs
 
 LOG_EVERY_SECONDS = 5.0  # the Dagster run log hears about a running source this often (and when it ends)
@@ -57,6 +61,21 @@ def counts_table(counts: dict, key: str = "key", value: str = "rows") -> Metadat
     """A {name: count} mapping as a Dagster table."""
     schema = TableSchema(columns=[TableColumn(key, "string"), TableColumn(value, "int")])
     return MetadataValue.table([TableRecord({key: str(k), value: int(v)}) for k, v in counts.items()], schema=schema)
+
+
+def audit_metadata(shard_set_path, audit: dict) -> dict:
+    """The manifest's audit section as Dagster metadata: its counts, the quarantine by reason, example groups."""
+    metadata = {
+        "audit": counts_table({k: audit[k] for k in REPORT_COUNTS}, "finding", "count"),
+        "quarantined_by_reason": counts_table(audit["quarantined_by_reason"], "reason"),
+        "audit_settings": MetadataValue.json(
+            {"near_distance": audit["near_distance"], "max_cell_error": audit["max_cell_error"]}
+        ),
+    }
+    picture = Path(shard_set_path) / "audit_duplicates.png"
+    if picture.exists():
+        metadata["audit_duplicate_groups"] = png_metadata(picture.read_bytes(), "example duplicate groups")
+    return metadata
 
 
 def build_data_assets(settings: Params) -> list[AssetsDefinition]:
@@ -127,6 +146,7 @@ def build_data_assets(settings: Params) -> list[AssetsDefinition]:
                 "by_label": counts_table(m["by_label"], "label"),
                 "quarantined": MetadataValue.json(m["quarantined"]),
                 "image_size": MetadataValue.json(m["image_size"]),
+                **audit_metadata(shard_set.path, m["audit"]),
             },
             data_version=DataVersion(shard_set.version),
         )

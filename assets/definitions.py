@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dagster import Definitions, ExecutorDefinition, definitions, in_process_executor, multiprocess_executor
 
+from assets.audit_assets import build_audit_assets
 from assets.checks import SHARD_CHECKS
 from assets.data_assets import build_data_assets
 from assets.jobs import build_jobs
@@ -57,7 +58,7 @@ def build_definitions(
     model_assets, _ = build_model_assets(settings)
     jobs = build_jobs()
     return Definitions(
-        assets=[*build_data_assets(settings), *model_assets],
+        assets=[*build_data_assets(settings), *model_assets, *build_audit_assets(settings)],
         asset_checks=SHARD_CHECKS,
         jobs=list(jobs.values()),
         schedules=[build_retrain_schedule(settings, jobs["train_and_evaluate"])],

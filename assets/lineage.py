@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance, Failure
+
+from assets.checks import SHARD_CHECKS
 
 EMOTIONSET = AssetKey("emotionset_shards")
-SHARD_CHECK_NAMES = ("shards_schema", "shards_rows", "shards_subject_independent", "shards_rows_conserved")
+# every blocking check on the shards (one list: assets.checks): training and audits wait for all of them
+SHARD_CHECK_NAMES = tuple(key.name for check in SHARD_CHECKS for key in check.check_keys)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,23 @@ def shard_checks_passed(instance: DagsterInstance, shard_set: ShardSetRecord) ->
         elif record.evaluation is None or not record.evaluation.passed:
             problems.append(f"{name}: failed")
     return (not problems, "; ".join(problems) or "all shard checks passed")
+
+
+def ready_shard_set(instance: DagsterInstance) -> tuple[ShardSetRecord | None, str]:
+    """The latest shard set when every blocking check passed on it; otherwise None and why."""
+    record = latest_shard_set(instance)
+    if record is None:
+        return None, "no EmotionSet shards materialized yet: materialize emotionset_shards first"
+    passed, detail = shard_checks_passed(instance, record)
+    return (record, detail) if passed else (None, f"shard set {record.version} failed its checks: {detail}")
+
+
+def checked_shard_set(instance: DagsterInstance) -> ShardSetRecord:
+    """``ready_shard_set`` for an asset: the shard set, or a Failure saying what is missing."""
+    record, why = ready_shard_set(instance)
+    if record is None:
+        raise Failure(why)
+    return record
 
 
 def latest_partition_metadata(instance: DagsterInstance, key: AssetKey, partition: str) -> dict | None:

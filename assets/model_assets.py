@@ -3,7 +3,6 @@ and versioned), then per variant ``train_<variant>`` and ``evaluate_<variant>``,
 (``emotionset``; ``mnist`` for the families that train on it), thin wrappers over the family's run functions
 (``runs.families``); and ``ablation_table`` (the BPLF paper's Table 3)."""
 
-import base64
 from pathlib import Path
 
 from dagster import (
@@ -24,7 +23,8 @@ from dagster import (
     asset,
 )
 
-from assets.lineage import latest_partition_metadata, latest_shard_set, shard_checks_passed
+from assets.lineage import checked_shard_set, latest_partition_metadata
+from assets.pictures import png_metadata
 from assets.resources import EmoflowRuntime, MlflowTracking
 from pipelines.params import Params
 from runs.context import RunContext
@@ -45,11 +45,6 @@ class TrainRunConfig(Config):
     """Per-run knob: a step budget instead of the settings' (quick runs: `emoflow run --max-steps`)."""
 
     max_steps: int | None = None
-
-
-def png_markdown(png: bytes, title: str) -> str:
-    """Dagster has no image metadata type: a base64 PNG inside markdown shows in the UI."""
-    return f"**{title}**\n\n![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 def run_context(
@@ -87,13 +82,7 @@ def build_training_data(settings: Params) -> AssetsDefinition:
             if config.shards:
                 shards = Path(config.shards)
             else:
-                record = latest_shard_set(context.instance)
-                if record is None:
-                    raise Failure("no EmotionSet shards materialized yet: materialize emotionset_shards first")
-                passed, detail = shard_checks_passed(context.instance, record)
-                if not passed:
-                    raise Failure(f"shard set {record.version} is not trained on: {detail}")
-                shards = record.path
+                shards = checked_shard_set(context.instance).path
             try:
                 ref = enabled_sources_ref(settings, shards)
             except ValueError as error:
@@ -163,7 +152,7 @@ def evaluation_metadata(outcome: EvalOutcome) -> dict:
         "champion_version_before": promotion["champion_version"],  # None when there was none
     }
     for figure, png in outcome.figures.items():
-        metadata[f"figure_{figure}"] = MetadataValue.md(png_markdown(png, figure.replace("_", " ")))
+        metadata[f"figure_{figure}"] = png_metadata(png, figure.replace("_", " "))
     return metadata
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance, RunRequest, SkipReason
 
-from assets.lineage import latest_shard_set, shard_checks_passed
+from assets.lineage import ready_shard_set
 from assets.resources import MlflowTracking
 from pipelines.params import Params
 from runs.datasets import key_of
@@ -30,12 +30,9 @@ def retrain_requests(
     The run key names the shard version and the training settings: asking again with nothing changed yields the
     same key, which Dagster does not launch twice (and the training asset would re-use its result anyway).
     """
-    shard_set = latest_shard_set(instance)
+    shard_set, why = ready_shard_set(instance)
     if shard_set is None:
-        return SkipReason("no EmotionSet shards materialized yet")
-    passed, detail = shard_checks_passed(instance, shard_set)
-    if not passed:
-        return SkipReason(f"shard set {shard_set.version} not retrained: {detail}")
+        return SkipReason(f"not retrained: {why}")
     fingerprint = key_of({"train": settings.train.model_dump(), "model": settings.model.hparams.model_dump()})[:12]
     return [
         RunRequest(

@@ -2,6 +2,6 @@
 no global backend state, safe inside a Dagster process)."""
 
 from figures.canvas import figure, grid_png, png, tile
-from figures.charts import confusion_png, curve_png, scatter_png
+from figures.charts import confusion_png, curve_png, distributions_png, scatter_png
 
-__all__ = ["confusion_png", "curve_png", "figure", "grid_png", "png", "scatter_png", "tile"]
+__all__ = ["confusion_png", "curve_png", "distributions_png", "figure", "grid_png", "png", "scatter_png", "tile"]

@@ -54,7 +54,9 @@ def grid_png(
     h, w = canvas.shape[:2]
     scale = max(1.0, 72 / max(ch, cw))
     height = h * scale / 100 + (1.3 if col_labels else 0.6)
-    fig = figure(w * scale / 100 + (1.2 if row_labels else 0.3), height)
+    # room for the row labels: about 0.065 inch per character of the longest line at font size 8
+    longest = max((len(line) for label in row_labels or [] for line in str(label).splitlines()), default=0)
+    fig = figure(w * scale / 100 + (max(1.2, 0.3 + 0.065 * longest) if row_labels else 0.3), height)
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(canvas, cmap="gray" if canvas.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
     ax.set_yticks([pad + r * (ch + pad) + ch / 2 for r in range(len(row_labels or []))])

@@ -1,4 +1,5 @@
-"""Charts: confusion matrix, 2-D scatter coloured by class (t-SNE), curves over training steps."""
+"""Charts: confusion matrix, 2-D scatter coloured by class (t-SNE), curves over training steps, distributions
+by group (box plots)."""
 
 from __future__ import annotations
 
@@ -94,5 +95,22 @@ def curve_png(
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png(fig)
+
+
+def distributions_png(panels: Sequence[tuple[str, dict[str, np.ndarray]]], xlabel: str, title: str) -> bytes:
+    """One horizontal box-plot panel per (panel title, {group name: values}); each group's count in its label."""
+    fig = figure(7.0, 0.8 + sum(0.35 * max(len(groups), 1) + 0.6 for _, groups in panels))
+    heights = [max(len(groups), 1) for _, groups in panels]
+    axes = fig.subplots(len(panels), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)[:, 0]
+    for ax, (name, groups) in zip(axes, panels):
+        names = [g for g, v in groups.items() if len(v)]
+        ax.boxplot([np.asarray(groups[g]) for g in names], vert=False, showfliers=True, flierprops={"markersize": 2})
+        ax.set_yticks(range(1, len(names) + 1))
+        ax.set_yticklabels([f"{g} (n={len(groups[g])})" for g in names], fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return png(fig)

@@ -24,6 +24,23 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def noisy_batches(
+    images: ImageSet, batch_size: int, seed: int, device, use_labels: bool, rank: int = 0, world: int = 1
+):
+    """(first index, images, labels or None, dequantisation noise) per batch, on ``device``; the noise of image i
+    depends on (seed, i // NOISE_CHUNK) only. Rank r of a distributed run gets every world-th chunk."""
+    n = len(images)
+    for chunk, start in enumerate(range(0, n, NOISE_CHUNK)):
+        if chunk % world != rank:
+            continue
+        stop = min(start + NOISE_CHUNK, n)
+        noise = uniform(seed, "eval-noise", chunk, (stop - start, *images.image_shape))
+        for b in range(start, stop, batch_size):
+            e = min(b + batch_size, stop)
+            y = images.labels[b:e].to(device) if use_labels else None
+            yield b, images.images[b:e].to(device), y, noise[b - start : e - start].to(device)
+
+
 @torch.inference_mode()
 def dataset_bits_per_dim(
     model: FlowModel,
@@ -45,21 +62,29 @@ def dataset_bits_per_dim(
     n = len(images)
     use_labels = model.conditional and images.labels is not None and not marginal
     sums = torch.zeros(len(conventions), dtype=torch.float64, device=device)
-    for chunk, start in enumerate(range(0, n, NOISE_CHUNK)):
-        if chunk % world != rank:
-            continue
-        stop = min(start + NOISE_CHUNK, n)
-        noise = uniform(seed, "eval-noise", chunk, (stop - start, *images.image_shape))
-        for b in range(start, stop, batch_size):
-            e = min(b + batch_size, stop)
-            x = images.images[b:e].to(device)
-            y = images.labels[b:e].to(device) if use_labels else None
-            u = noise[b - start : e - start].to(device)
-            for i, convention in enumerate(conventions):
-                sums[i] += model.bits_per_dim(x, y, noise=u, convention=convention).double().sum()
+    for _, x, y, u in noisy_batches(images, batch_size, seed, device, use_labels, rank, world):
+        for i, convention in enumerate(conventions):
+            sums[i] += model.bits_per_dim(x, y, noise=u, convention=convention).double().sum()
     if world > 1:
         torch.distributed.all_reduce(sums)
     return {c: float(s) / max(n, 1) for c, s in zip(conventions, sums.tolist())}
+
+
+@torch.inference_mode()
+def per_image_bits_per_dim(
+    model: FlowModel, images: ImageSet, batch_size: int = 128, seed: int = 0, progress=None
+) -> np.ndarray:
+    """Bits/dim of every image (standard convention, at ``model.n_bits``), with the same fixed-seed noise as
+    ``dataset_bits_per_dim`` (so their mean is its "standard" figure); a conditional model scores
+    log p(x | the image's label). ``progress(done, total)`` hears after each batch."""
+    model.eval()
+    out = np.empty(len(images), dtype=np.float64)
+    use_labels = model.conditional and images.labels is not None
+    for b, x, y, u in noisy_batches(images, batch_size, seed, model_device(model), use_labels):
+        out[b : b + len(x)] = model.bits_per_dim(x, y, noise=u, convention="standard").double().cpu().numpy()
+        if progress is not None:
+            progress(b + len(x), len(images))
+    return out
 
 
 def test_bits_per_dim(model: FlowModel, images: ImageSet, batch_size: int = 128, seed: int = 0) -> tuple[float, float]:

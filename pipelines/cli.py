@@ -99,6 +99,44 @@ def cmd_shards_validate(args) -> int:
     return 0 if all(o.success for o in outcomes.values()) else 1
 
 
+def shard_audit_report(version_dir: Path) -> dict:
+    """The manifest's ``audit`` section; for a shard set built before the audit, the audit of its rows as they
+    are (``recomputed: true``; blank and too-large images were not screened then, so those counts are 0)."""
+    import pyarrow.parquet as pq
+
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    if "audit" in manifest:
+        return {"version": manifest["version"], "recomputed": False, **manifest["audit"]}
+    from collections import Counter
+
+    from pipelines.audit.shard_audit import audit_shard_set
+    from pipelines.params import AuditParams
+
+    reasons = pq.read_table(version_dir / "quarantine.parquet", columns=["reason"]).column("reason").to_pylist()
+    report = audit_shard_set(version_dir, AuditParams()).report(Counter(), Counter(reasons))
+    return {"version": manifest["version"], "recomputed": True, **report}
+
+
+def cmd_shards_audit(args) -> int:
+    from pipelines.shards import resolve_shard_set
+
+    version_dir = resolve_shard_set(Path(args.dir))
+    report = shard_audit_report(version_dir)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"EmotionSet {report['version']} audit: {version_dir}")
+    from pipelines.audit.shard_audit import REPORT_COUNTS
+
+    for key in REPORT_COUNTS:
+        print(f"  {key.replace('_', ' ')}: {report[key]}")
+    print(f"  settings: near copies within {report['near_distance']} bits, worst cell <= {report['max_cell_error']}")
+    print("  quarantined by reason: " + ", ".join(f"{k} {v}" for k, v in report["quarantined_by_reason"].items()))
+    if (version_dir / "audit_duplicates.png").exists():
+        print(f"  example groups: {version_dir / 'audit_duplicates.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emoflow", description="Facial-expression data and flow models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = shards.add_parser("validate", help="run the Great Expectations suites on a shard set")
     v.add_argument("dir")
     v.set_defaults(func=cmd_shards_validate)
+    a = shards.add_parser("audit", help="duplicates, leakage across splits, blank and too-large images")
+    a.add_argument("dir", help="a shard set folder, or a shards root (its 'current' version)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_shards_audit)
 
     # Commands from layers above this one (training, MLflow, Dagster runs) register themselves through the
     # ``emoflow.commands`` entry point group, so this module never imports them.

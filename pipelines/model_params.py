@@ -115,6 +115,13 @@ class AugmentParams(Section):
         return Augmentation(**self.model_dump())
 
 
+class DensityAuditParams(Section):
+    # whose champion scores every face (runs.density_audit): a raw-pixel variant sees the faces as the shards hold them
+    variant: Str = "bplf_3x3"
+    least_likely: PositiveInt = 12  # faces per source in the strip of the least likely
+    splits: tuple[Literal["train", "val", "test"], ...] = ("train", "test")
+
+
 class EvaluateParams(Section):
     temperatures: tuple[Annotated[Float, Field(gt=0)], ...] = (0.5, 0.7, 1.0)
     samples_per_class: PositiveInt = 8
@@ -122,3 +129,4 @@ class EvaluateParams(Section):
     batch_size: PositiveInt = 128
     seed: Int = 0
     class_prior: Literal["train", "uniform"] = "train"  # Bayes classifiers' p(y): training label frequencies
+    density_audit: DensityAuditParams = Field(default_factory=DensityAuditParams)

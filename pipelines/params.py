@@ -96,6 +96,41 @@ class LabelParams(Section):
     outside_scheme: dict[Str, Str] = Field(default_factory=lambda: {"contempt": "quarantine"})
 
 
+class DuplicateParams(Section):
+    # candidates: perceptual hashes (63 bits) within this many bits. Measured (README "Data audit"): re-encoded
+    # copies (JPEG q30, resizing, blur) land within 4 bits (99th percentile), pairs at 8 bits are mostly
+    # different people
+    near_distance: Annotated[StrictInt, Field(ge=0, le=30)] = 6
+    # verified: worst-cell mean absolute difference of the standardised faces at most this. Measured: FER2013
+    # copies at 0.25-0.35 are all the same photo, above 0.6 mostly different people; different JAFFE/CK+ subjects
+    # whose hashes collide start at 0.31
+    max_cell_error: Annotated[Float, Field(gt=0)] = 0.30
+    # a group spanning splits is kept in the first of these it has (test first: a published test stays intact)
+    split_priority: tuple[Literal["train", "val", "test"], ...] = ("test", "val", "train")
+    label_conflicts: Literal["quarantine", "keep"] = "quarantine"  # copies whose labels disagree
+    keep_one_within_split: Bool = True  # other copies of a face in its split -> quarantined as `duplicate`
+
+    @model_validator(mode="after")
+    def _priority(self) -> DuplicateParams:
+        if sorted(self.split_priority) != sorted(SPLITS):
+            raise ValueError(f"split_priority must order exactly {list(SPLITS)}, got {list(self.split_priority)}")
+        return self
+
+
+class DensityOutlierParams(Section):
+    # opt-in: quarantine the least likely `fraction` of the faces scored in a density audit's result file
+    # (written by the density_audit asset / `emoflow density-audit`) when the next shard version is assembled
+    scores_file: Str | None = None
+    fraction: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+
+
+class AuditParams(Section):
+    blank_max_std: Annotated[Float, Field(ge=0)] = 2.0  # gray std at most this: a blank image (FER2013 has 12)
+    max_image_pixels: PositiveInt = 50_000_000  # header declares more: refused before decoding (a 50 MP photo passes)
+    duplicates: DuplicateParams = Field(default_factory=DuplicateParams)
+    density_outliers: DensityOutlierParams = Field(default_factory=DensityOutlierParams)
+
+
 class DataParams(Section):
     raw_root: Str = "data/raw"  # one folder per source below it
     sources: tuple[Literal["jaffe", "ckplus", "fer2013", "mmi", "bueeg"], ...] = ("jaffe", "ckplus", "fer2013")
@@ -114,6 +149,7 @@ class DataParams(Section):
     faces: FaceParams = Field(default_factory=FaceParams)
     svd: SvdParams = Field(default_factory=SvdParams)
     shards: ShardParams = Field(default_factory=ShardParams)
+    audit: AuditParams = Field(default_factory=AuditParams)
 
     @model_validator(mode="after")
     def _rules(self) -> DataParams:
@@ -148,6 +184,7 @@ class DataParams(Section):
             "labels": self.labels.model_dump(),
             "faces": self.faces.model_dump(exclude={"batch_size", "device"}),
             "svd": self.svd.model_dump(),
+            "screening": self.audit.model_dump(include={"blank_max_std", "max_image_pixels"}),
         }
         if source in ("ckplus", "mmi", "bueeg", "fer2013"):
             shaping[source] = getattr(self, source).model_dump()
@@ -155,7 +192,20 @@ class DataParams(Section):
 
     def assembly_shaping(self) -> dict[str, Any]:
         """The settings that shape the assembled EmotionSet beyond its sources' rows."""
-        return {"seed": self.seed, "splits": dict(self.splits), "folds": self.folds}
+        shaping: dict[str, Any] = {"seed": self.seed, "splits": dict(self.splits), "folds": self.folds}
+        shaping["duplicates"] = self.audit.duplicates.model_dump()
+        outliers = self.audit.density_outliers
+        if outliers.scores_file and outliers.fraction > 0:
+            from pipelines.versioning import file_sha256
+
+            scores = file_sha256(self.resolve(outliers.scores_file))
+            shaping["density_outliers"] = {"scores_sha256": scores, "fraction": outliers.fraction}
+        return shaping
+
+    def resolve(self, path: str) -> Path:
+        """A path from params: absolute as is, relative to the project otherwise."""
+        p = Path(path)
+        return p if p.is_absolute() else PROJECT_ROOT / p
 
 
 class MnistParams(Section):
@@ -199,6 +249,11 @@ class Params(Section):
             raise ValueError(
                 f"data.image_size {[h, w]}: both sides must be divisible by 2^model.hparams.levels = {side} "
                 "(every level of the flows squeezes the image by 2)"
+            )
+        audited = self.evaluate.density_audit.variant
+        if audited not in self.model.variants:
+            raise ValueError(
+                f"evaluate.density_audit.variant {audited!r} is not one of model.variants {list(self.model.variants)}"
             )
         if 32 % side:  # MNIST is zero-padded to 32x32 for the ablation
             raise ValueError(

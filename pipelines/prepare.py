@@ -2,11 +2,14 @@
 
 Two steps, so that the expensive one (face detection) is done once per source and re-used:
 
-1. ``stage_source``: read one source, harmonise labels, detect and align faces, truncate singular values, and
-   write its rows and quarantine to ``<home>/staging/<source>/<source version>/``. The version hashes the raw
-   files, the params that shape this source's rows and the code; a finished version is re-used as is.
-2. ``assemble_emotionset``: assign subject-independent splits and folds, and write the shard set
-   ``<shards root>/<version>/`` partitioned by split and source, with its quarantine table and manifest.
+1. ``stage_source``: read one source, harmonise labels, screen out blank and oversized images
+   (``pipelines.audit.screening``), detect and align faces, truncate singular values, hash each face
+   (``pipelines.audit.hashing``), and write its rows and quarantine to ``<home>/staging/<source>/<source
+   version>/``. The version hashes the raw files, the params that shape this source's rows and the code; a
+   finished version is re-used as is.
+2. ``assemble_emotionset`` (``pipelines.assembly``): assign subject-independent splits and folds, audit duplicates
+   and leakage, and write the shard set ``<shards root>/<version>/`` partitioned by split and source, with its
+   quarantine table and manifest.
 
 Dagster assets, DVC stages and the CLI all call these two functions; nothing else writes shards.
 """
@@ -24,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from pipelines.assembly import ConservationError, ShardSet, assemble_emotionset
+from pipelines.audit.hashing import perceptual_hash
+from pipelines.audit.screening import screen_images
 from pipelines.labels import EMOTIONS, harmonize_label
 from pipelines.params import DataParams
 from pipelines.readers import LAYOUTS, MissingDatasetError, read_source
@@ -35,18 +38,13 @@ from pipelines.records import FaceRecord, Quarantined, RawRecord
 from pipelines.shards import (
     QUARANTINE_SCHEMA,
     RATING_COLUMNS,
-    SHARD_SCHEMA,
     STAGED_SCHEMA,
     BatchedParquetWriter,
-    PartitionedShardWriter,
-    ShardCounts,
     publish_dir,
-    schema_description,
     write_json_atomic,
 )
-from pipelines.splits import assign_subject_folds, assign_subject_splits
 from pipelines.svd import truncate_singular_values
-from pipelines.versioning import code_version, emotionset_version, hash_raw_inputs, source_version
+from pipelines.versioning import code_version, hash_raw_inputs, source_version
 
 ProgressCallback = Callable[[dict], None]
 SVD_BATCH = 256
@@ -67,10 +65,6 @@ class MissingDatasetsError(FileNotFoundError):
         super().__init__("\n".join(lines))
 
 
-class ConservationError(RuntimeError):
-    """Rows in != rows out + rows quarantined: a bug, never a data problem."""
-
-
 @dataclass(frozen=True)
 class StagedSource:
     source: str
@@ -86,14 +80,6 @@ class StagedSource:
     @property
     def quarantine_file(self) -> Path:
         return self.path / "quarantine.parquet"
-
-
-@dataclass(frozen=True)
-class ShardSet:
-    version: str
-    path: Path
-    manifest: dict
-    reused: bool
 
 
 def row_id(source: str, raw_path: str) -> str:
@@ -115,21 +101,6 @@ def _quarantine_row(q: Quarantined) -> dict:
     }
 
 
-def _label_quarantine(record: RawRecord, reason: str, detail: str) -> Quarantined:
-    return Quarantined(
-        source=record.source,
-        raw_path=record.raw_path,
-        reason=reason,
-        detail=detail,
-        stage="label",
-        subject=record.subject,
-        sequence=record.sequence,
-        frame=record.frame,
-        source_label=record.source_label,
-        content_hash=record.content_hash,
-    )
-
-
 def harmonize_labels(stream: Iterable[RawRecord | Quarantined], data: DataParams) -> Iterator[RawRecord | Quarantined]:
     """Quarantine records whose label the scheme cannot take; pass the rest (and earlier quarantines) on."""
     policy = data.labels.outside_scheme
@@ -137,7 +108,7 @@ def harmonize_labels(stream: Iterable[RawRecord | Quarantined], data: DataParams
         if isinstance(item, RawRecord):
             decision = harmonize_label(item.source, item.source_label, policy)
             if decision.label is None:
-                yield _label_quarantine(item, decision.reason or "unknown_label", decision.detail or "")
+                yield Quarantined.of_record(item, decision.reason or "unknown_label", decision.detail or "", "label")
                 continue
         yield item
 
@@ -146,9 +117,10 @@ def _face_rows(faces: list[FaceRecord], data: DataParams) -> list[dict]:
     """Label, SVD-truncate (batched) and flatten a batch of aligned faces into staged rows."""
     stack = np.stack([f.face for f in faces])
     truncated = truncate_singular_values(stack, rank=data.svd.rank, energy=data.svd.energy)
+    hashes = perceptual_hash(stack)
     policy = data.labels.outside_scheme
     rows = []
-    for face, svd_face in zip(faces, truncated):
+    for face, svd_face, phash in zip(faces, truncated, hashes):
         raw = face.raw
         decision = harmonize_label(raw.source, raw.source_label, policy)
         h, w = face.face.shape
@@ -171,6 +143,7 @@ def _face_rows(faces: list[FaceRecord], data: DataParams) -> list[dict]:
             "box": [int(v) for v in face.box],
             "raw_path": raw.raw_path,
             "content_hash": raw.content_hash,
+            "phash": int(phash),
         }
         for column in RATING_COLUMNS:
             row[column] = raw.extras.get(column)
@@ -248,7 +221,7 @@ def stage_source(
                 yield item
 
     try:
-        labelled = harmonize_labels(counted(read_source(source, folder, data)), data)
+        labelled = screen_images(harmonize_labels(counted(read_source(source, folder, data)), data), data.audit)
         pending: list[FaceRecord] = []
         last_report = time.monotonic()
         for item in face_aligner.process(faces_only(labelled)):
@@ -301,118 +274,6 @@ def stage_source(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return StagedSource(source, version, final, manifest, reused=False)
-
-
-def _splits_for(staged: StagedSource, data: DataParams) -> tuple[dict[str, str], dict[str, int] | None]:
-    """Per-subject split (for subjects without the dataset's own split) and fold maps for one source."""
-    meta = pq.read_table(staged.rows_file, columns=["subject", "split_hint"])
-    subjects = meta.column("subject").to_pylist()
-    hints = meta.column("split_hint").to_pylist()
-    unhinted = {s for s, h in zip(subjects, hints) if h is None}
-    split_map = assign_subject_splits(staged.source, unhinted, data.splits, data.seed)
-    fold_map = assign_subject_folds(staged.source, subjects, data.folds, data.seed) if data.folds else None
-    return split_map, fold_map
-
-
-def _with_splits(batch: pa.RecordBatch, split_map: dict[str, str], fold_map: dict[str, int] | None) -> pa.Table:
-    table = pa.Table.from_batches([batch])
-    subjects = table.column("subject").to_pylist()
-    hints = table.column("split_hint").to_pylist()
-    split = pa.array([h if h is not None else split_map[s] for s, h in zip(subjects, hints)], pa.string())
-    fold = pa.array([fold_map[s] for s in subjects] if fold_map else [None] * len(subjects), pa.int8())
-    table = table.drop_columns(["split_hint"]).append_column("split", split).append_column("fold", fold)
-    return table.select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA)
-
-
-def assemble_emotionset(staged: Sequence[StagedSource], data: DataParams, shards_root: Path) -> ShardSet:
-    """Write (or re-use) the versioned shard set built from staged sources."""
-    if not staged:
-        raise ValueError("no sources to assemble")
-    staged = sorted(staged, key=lambda s: s.source)
-    source_versions = {s.source: s.version for s in staged}
-    shaping = data.assembly_shaping()
-    version = emotionset_version(source_versions, shaping)
-    shards_root = Path(shards_root)
-    final = shards_root / version
-    if (final / "manifest.json").exists():
-        manifest = json.loads((final / "manifest.json").read_text())
-        _set_current(shards_root, version)
-        return ShardSet(version, final, manifest, reused=True)
-
-    tmp = shards_root / f".tmp-{version}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        counts = ShardCounts()
-        writer = PartitionedShardWriter(tmp, data.shards.compression, data.shards.rows_per_file)
-        quarantine_writer = BatchedParquetWriter(tmp / "quarantine.parquet", QUARANTINE_SCHEMA, data.shards.compression)
-        quarantined: dict[str, dict[str, int]] = {}
-        rows_in = 0
-        for source in staged:
-            split_map, fold_map = _splits_for(source, data)
-            for batch in pq.ParquetFile(source.rows_file).iter_batches(batch_size=4096):
-                table = _with_splits(batch, split_map, fold_map)
-                for split in sorted(set(table.column("split").to_pylist())):
-                    part = table.filter(pc.equal(table.column("split"), split))
-                    writer.write_table(part)
-                    counts.add(part)
-            quarantine_writer.write_table(pq.read_table(source.quarantine_file))
-            quarantined[source.source] = dict(source.manifest["quarantined"])
-            rows_in += source.manifest["rows_in"]
-        writer.close()
-        quarantine_writer.close()
-
-        rows = sum(counts.by_source.values())
-        total_quarantined = sum(sum(r.values()) for r in quarantined.values())
-        if rows_in != rows + total_quarantined:
-            raise ConservationError(
-                f"EmotionSet: rows in {rows_in} != rows out {rows} + quarantined {total_quarantined}"
-            )
-        files = []
-        for path in sorted(writer.files):
-            files.append({"path": path.relative_to(tmp).as_posix(), "rows": pq.ParquetFile(path).metadata.num_rows})
-        manifest = {
-            "version": version,
-            "image_size": list(data.image_size),
-            "rows_in": rows_in,
-            "rows": rows,
-            "quarantined_rows": total_quarantined,
-            "by_source": dict(sorted(counts.by_source.items())),
-            "by_label": {name: counts.by_label[name] for name in EMOTIONS if counts.by_label[name]},
-            "by_split": {s: counts.by_split[s] for s in ("train", "val", "test") if counts.by_split[s]},
-            "by_source_split_label": {
-                k: {name: v[name] for name in EMOTIONS if v[name]}
-                for k, v in sorted(counts.by_source_split_label.items())
-            },
-            "quarantined": quarantined,
-            "sources": {
-                s.source: {
-                    "version": s.version,
-                    "raw_hash": s.manifest["raw_hash"],
-                    "rows_in": s.manifest["rows_in"],
-                    "detectors": s.manifest["detectors"],
-                }
-                for s in staged
-            },
-            "params": {"assembly": shaping, "sources": {s.source: s.manifest["shaping"] for s in staged}},
-            "code_version": code_version(),
-            "schema": schema_description(),
-            "files": files,
-        }
-        write_json_atomic(tmp / "manifest.json", manifest)
-        publish_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _set_current(shards_root, version)
-    return ShardSet(version, final, manifest, reused=False)
-
-
-def _set_current(shards_root: Path, version: str) -> None:
-    """``<shards root>/current`` names the most recently built or re-used version (what training reads)."""
-    tmp = shards_root / f"current.tmp-{os.getpid()}"
-    tmp.write_text(version + "\n")
-    os.replace(tmp, shards_root / "current")
 
 
 def prepare(

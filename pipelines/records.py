@@ -32,6 +32,12 @@ class QuarantineReason:
     MALFORMED_METADATA = "malformed_metadata"  # a metadata row/file that cannot be parsed
     CORRUPT_ARCHIVE = "corrupt_archive"  # a zip that cannot be opened at all (one row for the whole archive)
     NO_FACE = "no_face"  # the detector found no face
+    IMAGE_TOO_LARGE = "image_too_large"  # header declares more pixels than data.audit.max_image_pixels (not decoded)
+    BLANK_IMAGE = "blank_image"  # near-constant image: gray standard deviation <= data.audit.blank_max_std
+    DUPLICATE = "duplicate"  # a copy of a face kept elsewhere in the same split
+    DUPLICATE_ACROSS_SPLITS = "duplicate_across_splits"  # a copy of a face kept in another split (leakage)
+    DUPLICATE_LABEL_CONFLICT = "duplicate_label_conflict"  # copies of one face carry different labels
+    DENSITY_OUTLIER = "density_outlier"  # among the least likely faces under a trained flow (opt-in policy)
 
     ALL = (
         ZERO_BYTE_FILE,
@@ -46,6 +52,12 @@ class QuarantineReason:
         MALFORMED_METADATA,
         CORRUPT_ARCHIVE,
         NO_FACE,
+        IMAGE_TOO_LARGE,
+        BLANK_IMAGE,
+        DUPLICATE,
+        DUPLICATE_ACROSS_SPLITS,
+        DUPLICATE_LABEL_CONFLICT,
+        DENSITY_OUTLIER,
     )
 
 
@@ -57,12 +69,28 @@ class Quarantined:
     raw_path: str  # same convention as RawRecord.raw_path
     reason: str  # one of QuarantineReason.ALL
     detail: str  # human-readable: what was wrong, with the offending value where there is one
-    stage: str  # "read" | "label" | "face"
+    stage: str  # "read" | "label" | "screen" | "face" | "audit"
     subject: str | None = None
     sequence: str | None = None
     frame: int | None = None
     source_label: str | None = None
     content_hash: str | None = None
+
+    @classmethod
+    def of_record(cls, record: RawRecord, reason: str, detail: str, stage: str) -> Quarantined:
+        """The quarantine row of a record that was read but cannot go on, keeping what the dataset said of it."""
+        return cls(
+            source=record.source,
+            raw_path=record.raw_path,
+            reason=reason,
+            detail=detail,
+            stage=stage,
+            subject=record.subject,
+            sequence=record.sequence,
+            frame=record.frame,
+            source_label=record.source_label,
+            content_hash=record.content_hash,
+        )
 
 
 @dataclass
@@ -85,6 +113,9 @@ class RawRecord:
     frame: int | None = None
     split_hint: str | None = None  # the dataset's own split ("train"/"val"/"test"), FER2013's Usage
     precropped: bool = False  # the image is already a face crop (FER2013, CK+48)
+    # the dataset's published crop size (height, width) for a pre-cropped record: an image of another size is
+    # not trusted to be a crop and goes through face detection (pipelines.audit.screening)
+    crop_size: tuple[int, int] | None = None
     extras: dict[str, float] = field(default_factory=dict)  # e.g. JAFFE semantic ratings
 
 

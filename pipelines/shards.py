@@ -54,6 +54,7 @@ STAGED_FIELDS = [
     pa.field("box", pa.list_(pa.int32(), 4), nullable=False),  # x0, y0, x1, y1 in the raw image
     pa.field("raw_path", pa.string(), nullable=False),  # relative to the source folder (see RawRecord)
     pa.field("content_hash", pa.string(), nullable=False),  # sha256 of the raw bytes
+    pa.field("phash", pa.int64(), nullable=False),  # 63-bit perceptual hash of the aligned face (pipelines.audit)
     *[pa.field(name, pa.float32()) for name in RATING_COLUMNS],  # JAFFE semantic ratings; null elsewhere
 ]
 STAGED_SCHEMA = pa.schema(STAGED_FIELDS)

@@ -7,6 +7,9 @@ Suites (each is one Dagster asset check, and ``emoflow shards validate`` runs th
   known, pixel bytes = height*width for both pixel columns, faces of the params' size, unique ids.
 - ``subjects``: no (source, subject) in two splits.
 - ``conservation``: rows in = rows out + rows quarantined, per source and in total, counted from the files.
+- ``duplicates``: no duplicate group spans splits (no test face seen in training). The groups are found again on
+  the written rows, with the settings the manifest's ``audit`` section records, so the check confirms the policy's
+  result rather than trusting it.
 
 The row-level frame is built from metadata columns plus the pixel columns' byte lengths, batch by batch, so the
 pixel bytes themselves are never held in memory at once.
@@ -29,7 +32,7 @@ import pyarrow.parquet as pq
 from pipelines.labels import EMOTIONS
 from pipelines.shards import QUARANTINE_SCHEMA, REQUIRED_COLUMNS, SHARD_SCHEMA, iter_shard_batches, shard_files
 
-SUITES = ("schema", "rows", "subjects", "conservation")
+SUITES = ("schema", "rows", "subjects", "conservation", "duplicates")
 _META_COLUMNS = [c for c in SHARD_SCHEMA.names if c not in ("pixels", "pixels_svd", "box")]
 
 
@@ -250,6 +253,31 @@ def validate_conservation(version_dir: Path, manifest: dict) -> SuiteOutcome:
     return outcome
 
 
+def validate_duplicates(version_dir: Path, manifest: dict) -> SuiteOutcome:
+    """Every duplicate group of the written rows lies in one split."""
+    import great_expectations as gx
+    import pandas as pd
+
+    from pipelines.audit.shard_audit import audit_shard_set
+    from pipelines.params import AuditParams, DuplicateParams
+
+    recorded = manifest.get("audit", {})
+    policy = DuplicateParams(
+        **{k: recorded[k] for k in ("near_distance", "max_cell_error") if k in recorded},
+    )
+    audit = audit_shard_set(Path(version_dir), AuditParams(duplicates=policy))
+    pairs = sorted({(g.group, split) for g in audit.groups for split in g.splits})
+    frame = pd.DataFrame(pairs, columns=["group", "split"]) if pairs else pd.DataFrame({"group": [], "split": []})
+    outcome = _run_suite("duplicates", frame, [gx.expectations.ExpectColumnValuesToBeUnique(column="group")])
+    outcome.stats = {
+        "duplicate_groups": len(audit.groups),
+        "cross_split_groups": sum(g.cross_split for g in audit.groups),
+        "near_distance": policy.near_distance,
+        "max_cell_error": policy.max_cell_error,
+    }
+    return outcome
+
+
 def validate_shard_set(version_dir: Path, manifest: dict) -> dict[str, SuiteOutcome]:
     """Every suite, by name."""
     frame = shard_metadata_frame(version_dir)
@@ -258,4 +286,5 @@ def validate_shard_set(version_dir: Path, manifest: dict) -> dict[str, SuiteOutc
         "rows": validate_rows(frame, tuple(manifest["image_size"])),
         "subjects": validate_subjects(frame),
         "conservation": validate_conservation(version_dir, manifest),
+        "duplicates": validate_duplicates(version_dir, manifest),
     }

@@ -218,6 +218,25 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def cmd_density_audit(args) -> int:
+    from runs.density_audit import density_audit
+
+    ctx = _context(args)
+    model = None
+    if args.checkpoint:
+        from flowmodels.training import model_from_checkpoint
+
+        model = model_from_checkpoint(args.checkpoint)
+    known_bad = [i for i in (args.known_bad or "").split(",") if i]
+    try:
+        data = dataset_for(ctx, "emotionset", args.shards)
+        outcome = density_audit(ctx, data, model, args.model, known_bad, variant=args.variant)
+    except RuntimeError as error:
+        raise SystemExit(f"emoflow: {error}") from None
+    print(json.dumps({"out_dir": str(outcome.out_dir), "mlflow_run_id": outcome.run_id, **outcome.report}, indent=2))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the model commands to `emoflow` (called by pipelines.cli through the entry point)."""
     for name, func, what in (
@@ -244,6 +263,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "--plots-dir", default=None, help="also write bpd_curve.csv and confusion.csv here (DVC plots)"
             )
         p.set_defaults(func=func)
+
+    p = subparsers.add_parser(
+        "density-audit", help="every face's bits/dim under a trained flow: the least likely faces per source"
+    )
+    p.add_argument("--params", default=None)
+    p.add_argument("--shards", default=None, help="a shard set or shards root (default: $EMOFLOW_HOME/shards)")
+    p.add_argument("--sources", default=None, help="comma-separated sources (default: those enabled in params)")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--model", default=None, help="an MLflow model URI (default: the audited variant's champion)")
+    model.add_argument("--checkpoint", default=None, help="a training checkpoint (last.pt) of the audited variant")
+    p.add_argument("--variant", default=None, help="flow variant (default: params evaluate.density_audit.variant)")
+    p.add_argument("--known-bad", default=None, help="comma-separated row ids whose ranks to report")
+    p.set_defaults(func=cmd_density_audit)
 
     for name, func, what in (
         ("sample", cmd_sample, "a PNG grid of samples for an emotion"),

@@ -222,18 +222,7 @@ class FaceAligner:
         detail = f"no face found in the {w}x{h} image by {' then '.join(res.tried)}"
         if res.best_rejected is not None:
             detail += f" (best MTCNN score {res.best_rejected:.3f} < min_score {self.params.min_score})"
-        return Quarantined(
-            source=rec.source,
-            raw_path=rec.raw_path,
-            reason=QuarantineReason.NO_FACE,
-            detail=detail,
-            stage=STAGE,
-            subject=rec.subject,
-            sequence=rec.sequence,
-            frame=rec.frame,
-            source_label=rec.source_label,
-            content_hash=rec.content_hash,
-        )
+        return Quarantined.of_record(rec, QuarantineReason.NO_FACE, detail, STAGE)
 
 
 def record_box(det: Detection, shape: tuple[int, ...]) -> tuple[int, int, int, int]:

@@ -91,4 +91,20 @@ def read_source(source: str, root: Path, params: DataParams) -> ReaderStream:
     root = Path(root)
     if not root.is_dir():
         raise MissingDatasetError(source, root)
-    return get_reader(source)(root, params)
+    return _under_pixel_limit(get_reader(source)(root, params), params.audit.max_image_pixels)
+
+
+def _under_pixel_limit(stream: ReaderStream, max_pixels: int) -> ReaderStream:
+    """The reader's stream, with ``image_decoding.pixel_limit`` set while (and only while) the reader runs."""
+    from pipelines.readers.image_decoding import pixel_limit
+
+    items = iter(stream)
+    while True:
+        token = pixel_limit.set(max_pixels)
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        finally:
+            pixel_limit.reset(token)
+        yield item

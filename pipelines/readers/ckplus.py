@@ -60,6 +60,7 @@ from pipelines.records import Quarantined, QuarantineReason, ReaderOutput
 SOURCE = "ckplus"
 IMAGES_DIR = "cohn-kanade-images"
 EMOTION_DIR = "emotion"
+CK48_CROP_SIZE = (48, 48)  # CK+48's published crop size (height, width): other sizes go through detection
 CK48_DIR = "ck+48"
 CK48_EMOTIONS = frozenset({"anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise", "neutral"})
 FRAME_NAME = re.compile(r"^(?P<subject>S\d+)_(?P<sequence>\d+)_(?P<frame>\d+)\.[A-Za-z]+$", re.IGNORECASE)
@@ -316,5 +317,6 @@ def _read_ck48(root: Path, bases: list[Path]) -> Iterator[ReaderOutput]:
                     sequence=m["sequence"],
                     frame=int(m["frame"]),
                     precropped=True,
+                    crop_size=CK48_CROP_SIZE,
                 )
     skipped.report()

@@ -152,6 +152,7 @@ def image_or_quarantine(
     frame: int | None = None,
     split_hint: str | None = None,
     precropped: bool = False,
+    crop_size: tuple[int, int] | None = None,
     extras: dict[str, float] | None = None,
 ) -> RawRecord | Quarantined:
     """Decode one image file's bytes into a RawRecord, or quarantine it with the decoder's reason."""
@@ -180,6 +181,7 @@ def image_or_quarantine(
         frame=frame,
         split_hint=split_hint,
         precropped=precropped,
+        crop_size=crop_size,
         extras=dict(extras or {}),
     )
 

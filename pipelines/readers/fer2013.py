@@ -70,6 +70,7 @@ from pipelines.records import Quarantined, QuarantineReason, RawRecord, ReaderOu
 SOURCE = "fer2013"
 SIDE = 48
 PIXELS = SIDE * SIDE
+CROP_SIZE = (SIDE, SIDE)  # the published crop size (height, width): other sizes are not trusted as crops
 USAGE_SPLIT = {"training": "train", "publictest": "val", "privatetest": "test"}
 SPLIT_DIRS = {"train": "train", "test": "test", "val": "val", "validation": "val"}
 REQUIRED_COLUMNS = ("emotion", "pixels", "usage")
@@ -240,6 +241,7 @@ def _read_csv(root: Path, path: Path, prefix: str) -> Iterator[ReaderOutput]:
                 content_hash=sha256_hex(image),
                 split_hint=split,
                 precropped=True,
+                crop_size=CROP_SIZE,
             )
 
 
@@ -276,6 +278,7 @@ def _read_folders(root: Path, split_dirs: list[Path]) -> Iterator[ReaderOutput]:
                 source_label=item.label,
                 split_hint=split_of(split_dir.name, item.path.name),
                 precropped=True,
+                crop_size=CROP_SIZE,
             )
     skipped.report()
 
@@ -376,6 +379,7 @@ def _read_zip(root: Path, zpath: Path, skipped: SkipCounter) -> Iterator[ReaderO
                 source_label=label,
                 split_hint=split_of(parts[-3], parts[-1]),
                 precropped=True,
+                crop_size=CROP_SIZE,
             )
     if in_layout == 0:
         log.warning("fer2013: %s holds no member in the train|test/<emotion>/ layout", zraw)

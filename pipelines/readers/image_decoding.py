@@ -16,6 +16,14 @@ PNM family go through Pillow. Colour images come back RGB; 16-bit images are sca
 palette images whose palette is gray (JAFFE's mode-'P' TIFFs) are mapped through the palette to gray,
 other palette images to RGB; an alpha channel is dropped.
 
+* ``image_too_large``: the header declares more pixels than the limit (params ``data.audit.max_image_pixels``),
+  decided from the header alone, before any decoding: a small file can declare a 20000x20000 image (a
+  decompression bomb) and decoding it whole would take gigabytes. ``declared_size(data)`` reads that header.
+
+The limit comes from the ``max_pixels`` argument or, when that is None, from ``pixel_limit`` (a context variable
+that ``pipelines.readers.read_source`` sets from params while a reader runs, so readers need not thread it
+through every call).
+
 ``unsafe_member_reason(name)`` says why a zip member name must never be used as a path (absolute, a drive
 letter, a ``..`` component, a NUL byte), or returns None when it is safe. The readers never extract: members
 are read into memory with ``zipfile``.
@@ -23,6 +31,7 @@ are read into memory with ``zipfile``.
 
 from __future__ import annotations
 
+import contextvars
 import io
 import re
 import warnings
@@ -65,6 +74,89 @@ def sniff_format(data: bytes) -> str | None:
         return "webp"
     if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"123456" and head[2:3] in b" \t\r\n":
         return "pnm"
+    return None
+
+
+pixel_limit: contextvars.ContextVar[int | None] = contextvars.ContextVar("emoflow_max_image_pixels", default=None)
+
+# start-of-frame markers (baseline, progressive, lossless, arithmetic...): they carry the image size
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                return None
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return width, height
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _pillow_size(data: bytes) -> tuple[int, int] | DecodeFailure | None:
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header, decodes nothing
+                return image.size
+    except Image.DecompressionBombError as exc:  # Pillow's own header check, far above any sane limit
+        return DecodeFailure(QuarantineReason.IMAGE_TOO_LARGE, f"header refused by Pillow, not decoded: {exc}")
+    except Exception:  # noqa: BLE001 - untrusted bytes; decoding reports what is wrong with them
+        return None
+
+
+def declared_size(data: bytes, fmt: str | None = None) -> tuple[int, int] | DecodeFailure | None:
+    """(width, height) as the image's header declares it, read without decoding; None when unreadable."""
+    fmt = fmt or sniff_format(data)
+    if fmt == "png":
+        if data[12:16] != b"IHDR" or len(data) < 24:
+            return None
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if fmt == "jpeg":
+        return _jpeg_size(data)
+    if fmt == "gif":
+        return (int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")) if len(data) >= 10 else None
+    if fmt == "bmp" and len(data) >= 26:
+        if int.from_bytes(data[14:18], "little") == 12:  # OS/2 header: 16-bit sides
+            return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
+        width = int.from_bytes(data[18:22], "little", signed=True)
+        height = int.from_bytes(data[22:26], "little", signed=True)
+        return abs(width), abs(height)  # negative height: a top-down bitmap
+    if fmt is None:
+        return None
+    return _pillow_size(data)
+
+
+def _too_large(data: bytes, fmt: str, limit: int) -> DecodeFailure | None:
+    size = declared_size(data, fmt)
+    if isinstance(size, DecodeFailure):
+        return size
+    if size is None:
+        return None
+    width, height = size
+    if width * height > limit:
+        return DecodeFailure(
+            QuarantineReason.IMAGE_TOO_LARGE,
+            f"{fmt} header declares {width}x{height} = {width * height} pixels, over the limit of {limit} "
+            "(data.audit.max_image_pixels); not decoded",
+        )
     return None
 
 
@@ -187,8 +279,11 @@ def _decode_pil_quiet(data: bytes, fmt: str, Image, UnidentifiedImageError) -> n
     return np.ascontiguousarray(_to_uint8(array))
 
 
-def decode_image(data: bytes) -> np.ndarray | DecodeFailure:
-    """The image in ``data`` as a uint8 array (HxW gray or HxWx3 RGB), or why it is not one."""
+def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray | DecodeFailure:
+    """The image in ``data`` as a uint8 array (HxW gray or HxWx3 RGB), or why it is not one.
+
+    ``max_pixels``: refuse (``image_too_large``) an image whose header declares more pixels; None: the
+    ``pixel_limit`` context variable, and no limit when that is unset too."""
     if len(data) == 0:
         return DecodeFailure(QuarantineReason.ZERO_BYTE_FILE, "0 bytes")
     fmt = sniff_format(data)
@@ -196,6 +291,9 @@ def decode_image(data: bytes) -> np.ndarray | DecodeFailure:
         return DecodeFailure(
             QuarantineReason.NOT_AN_IMAGE, f"no image signature ({len(data)} bytes, {_describe_head(data)})"
         )
+    limit = max_pixels if max_pixels is not None else pixel_limit.get()
+    if limit is not None and (refused := _too_large(data, fmt, limit)) is not None:
+        return refused
     if fmt == "jpeg":
         why = _jpeg_truncated(data)
         if why:

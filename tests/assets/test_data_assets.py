@@ -29,7 +29,13 @@ def test_definitions_load_with_checks_and_jobs():
     keys = defs.resolve_all_asset_keys()
     assert {AssetKey("staged_source"), AssetKey("emotionset_shards")} <= set(keys)
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
-    assert {"shards_schema", "shards_rows", "shards_subject_independent", "shards_rows_conserved"} <= checks
+    assert {
+        "shards_schema",
+        "shards_rows",
+        "shards_subject_independent",
+        "shards_rows_conserved",
+        "shards_no_duplicates_across_splits",
+    } <= checks
     assert {"stage_sources", "prepare_emotionset"} <= {j.name for j in defs.resolve_all_job_defs()}
 
 
@@ -53,8 +59,14 @@ def test_materialize_partition_then_emotionset_with_blocking_checks(tmp_path, da
             "shards_rows": True,
             "shards_subject_independent": True,
             "shards_rows_conserved": True,
+            "shards_no_duplicates_across_splits": True,
         }
         materialization = result.asset_materializations_for_node("emotionset_shards")[0]
+        # the audit in the event log: its counts, the quarantine by reason, and a picture of example groups
+        audit = {r.data["finding"]: r.data["count"] for r in materialization.metadata["audit"].value.records}
+        manifest_audit = json.loads((Path(result.output_for_node("emotionset_shards")) / "manifest.json").read_text())
+        assert audit == {k: manifest_audit["audit"][k] for k in audit} and "cross_split_groups" in audit
+        assert materialization.metadata["audit_duplicate_groups"].value.startswith("**example duplicate groups**")
         version = materialization.metadata["version"].value
         path = Path(result.output_for_node("emotionset_shards"))
         assert path.name == version and json.loads((path / "manifest.json").read_text())["rows"] == 927 + 213

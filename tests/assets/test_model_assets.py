@@ -343,6 +343,24 @@ def test_ablation_table_regenerates_table_3(world, defs, tracking, instance):
     }
 
 
+def test_density_audit_asset_scores_every_face_with_the_champion(world, defs, tracking, instance):
+    """The density audit of the latest checked shard set under the trained champion, tracked in MLflow."""
+    config = {"ops": {"density_audit": {"config": {"variant": VARIANT, "known_bad_ids": ["ckplus-0000000000000000"]}}}}
+    result = materialize_keys(defs, ["density_audit"], instance, run_config=config)
+    assert result.success
+    meta = result.asset_materializations_for_node("density_audit")[0].metadata
+    assert meta["model_uri"].value == f"models:/{REGISTERED}@{CHAMPION}"
+    assert meta["known_bad"].value == {"ckplus-0000000000000000": None}  # not a row: reported as not scored
+    scores = Path(meta["scores"].value)
+    version = meta["shard_version"].value
+    assert scores.parent.name == version and scores.exists()
+    rows = json.loads((world["home"] / "shards" / version / "manifest.json").read_text())["by_split"]
+    assert meta["faces"].value == rows["train"] + rows["test"]
+    assert {"figure_distributions", "figure_least_likely_jaffe", "figure_least_likely_ckplus"} <= set(meta)
+    run = tracking.client().get_run(meta["mlflow_run_id"].value)
+    assert run.data.tags["emoflow.kind"] == "density_audit" and run.data.tags["dagster.asset"] == "density_audit"
+
+
 # ------------------------------------------------------------------------------------------------ interruption
 def test_interrupted_training_resumes(world, tmp_path):
     """Kill `emoflow train` after its first checkpoint; the same command then resumes from it."""

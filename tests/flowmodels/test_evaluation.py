@@ -113,6 +113,19 @@ def test_test_bits_per_dim_is_deterministic_and_batch_independent(trained):
     assert a[0] != c[0] and a[0] == pytest.approx(c[0], abs=0.05)  # other noise, nearly the same number
 
 
+def test_per_image_bits_per_dim_average_to_the_set_figure(trained):
+    """The density audit's per-face scores use the same noise as the set's mean: their mean is that figure, and
+    each face's value does not depend on the batch it was scored in."""
+    from flowmodels.scoring import per_image_bits_per_dim
+
+    models, test_set = trained
+    model = models["conditional"][0]
+    each = per_image_bits_per_dim(model, test_set, batch_size=128, seed=0)
+    assert each.shape == (len(test_set),) and np.isfinite(each).all()
+    assert each.mean() == pytest.approx(evaluation.test_bits_per_dim(model, test_set, 128, 0)[0], rel=1e-6)
+    assert np.allclose(per_image_bits_per_dim(model, test_set, batch_size=37, seed=0), each, rtol=1e-5)
+
+
 def test_sample_grids_are_reproducible(trained):
     models, test_set = trained
     model = models["conditional"][0]

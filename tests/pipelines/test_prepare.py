@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 
+import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -118,7 +120,7 @@ def test_every_suite_passes(built):
     _, _, shard_set = built
     outcomes = validate_shard_set(shard_set.path, shard_set.manifest)
     assert {name: o.success for name, o in outcomes.items()} == {
-        n: True for n in ("schema", "rows", "subjects", "conservation")
+        n: True for n in ("schema", "rows", "subjects", "conservation", "duplicates")
     }
 
 
@@ -225,14 +227,36 @@ def test_fer2013_zip_to_validated_shards(tmp_path, datasets_dir):
     raw = make_raw_root(tmp_path / "raw", datasets_dir, fer=True)
     shard_set = prepare(data_params(raw, sources=("fer2013",)), tmp_path / "home")
     m = shard_set.manifest
-    assert m["rows"] == 28709 and m["by_split"] == {"train": 28709} and m["quarantined_rows"] == 0
-    assert m["by_label"] == {
-        "anger": 3995,
-        "disgust": 436,
-        "fear": 4097,
-        "happiness": 7215,
-        "sadness": 4830,
-        "surprise": 3171,
-        "neutral": 4965,
-    }
+    # every one of the 28,709 images is a row or a quarantine row with its reason
+    assert (
+        m["rows_in"] == 28709 and m["rows"] + m["quarantined_rows"] == 28709 and m["by_split"] == {"train": m["rows"]}
+    )
+    quarantined = m["quarantined"]["fer2013"]
+    audit = m["audit"]
+    # FER2013's train half holds 12 near-constant images (11 all one value, one with std 0.65; the next has 9.1)
+    assert quarantined["blank_image"] == audit["blank"] == 12
+    # every image with an identical-pixel twin in the zip (counted here independently) is in a duplicate group
+    with zipfile.ZipFile(datasets_dir / "fer2013" / "fer2013-train.zip") as z:
+        names = sorted(n for n in z.namelist() if n.lower().endswith(".jpg"))
+        pixels = np.stack([cv2.imdecode(np.frombuffer(z.read(n), np.uint8), cv2.IMREAD_GRAYSCALE) for n in names])
+    _, inverse, counts = np.unique(pixels.reshape(len(names), -1), axis=0, return_inverse=True, return_counts=True)
+    twins = {f"fer2013-train.zip!{n}" for n, c in zip(names, counts[inverse.ravel()]) if c > 1}
+    assert len(twins) > 2000  # FER2013's known copies
+    groups = pq.read_table(shard_set.path / "duplicate_groups.parquet").to_pandas()
+    staged = pq.read_table(
+        next((tmp_path / "home" / "staging" / "fer2013").glob("*/rows.parquet")), columns=["id", "raw_path"]
+    )
+    twin_ids = {i for i, r in zip(staged.column("id").to_pylist(), staged.column("raw_path").to_pylist()) if r in twins}
+    quarantine = pq.read_table(shard_set.path / "quarantine.parquet").to_pandas()
+    # (blank images, several of them identical, are quarantined before the audit sees them)
+    assert len(twin_ids) == len(twins) - len(set(quarantine.raw_path[quarantine.reason == "blank_image"]) & twins)
+    assert twin_ids <= set(groups["id"])
+    assert audit["label_conflict_groups"] > 0
+    # a group with conflicting labels loses every member; every other group keeps exactly one
+    for _, group in groups.groupby("group"):
+        kept = (group.decision == "kept").sum()
+        assert kept == (0 if group.label_name.nunique() > 1 else 1)
+    assert audit["cross_split_groups"] == 0  # one split only
+    assert set(quarantined) == {"blank_image", "duplicate", "duplicate_label_conflict"}
+    assert sum(quarantined.values()) == m["quarantined_rows"]
     assert all(o.success for o in validate_shard_set(shard_set.path, m).values())

@@ -8,6 +8,7 @@ from PIL import Image
 
 from pipelines.readers.common import classify_name, is_os_litter
 from pipelines.readers.image_decoding import DecodeFailure, decode_image, sniff_format, unsafe_member_reason
+from pipelines.records import QuarantineReason
 
 from fixtures.layouts import BAD_KINDS, BAD_REASON, UNSAFE_MEMBER_NAMES, bad_bytes, jpeg_bytes, png_bytes
 
@@ -124,3 +125,51 @@ def test_file_classification():
     for name in ("notes.doc", "clip.mp3", "data.bin", "noext"):
         assert classify_name(name) == "other", name
     assert is_os_litter("fer/__MACOSX/a") and not is_os_litter("train/angry/x.jpg")
+
+
+# ---- image_too_large: decided from the header, before any decoding ------------------------------------------
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid 8-bit gray PNG of width x height zeros, compressed row by row (a few hundred KB for 20000^2)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    packer = zlib.compressobj(1)
+    row = bytes(width + 1)  # filter byte 0, then the pixels
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM"])
+def test_declared_size_reads_the_header(fmt):
+    from pipelines.readers.image_decoding import declared_size
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((30, 41), dtype=np.uint8)).convert("RGB" if fmt in ("JPEG", "WEBP", "PPM") else "L").save(
+        buffer, fmt
+    )
+    assert declared_size(buffer.getvalue()) == (41, 30)
+
+
+def test_a_header_over_the_limit_is_refused_without_decoding():
+    from pipelines.readers.image_decoding import pixel_limit
+
+    bomb = bomb_png(20000, 20000)
+    assert len(bomb) < 2_000_000  # 400 megapixels in a small file
+    refused = decode_image(bomb, max_pixels=50_000_000)
+    assert isinstance(refused, DecodeFailure) and refused.reason == QuarantineReason.IMAGE_TOO_LARGE
+    assert "20000x20000" in refused.detail and "not decoded" in refused.detail
+    # the header alone decides: the same header over garbage image data is refused the same way
+    garbage = bomb[:33] + b"\x00\x00\x00\x10IDAT" + bytes(20) + bomb[-12:]
+    assert decode_image(garbage, max_pixels=50_000_000).reason == QuarantineReason.IMAGE_TOO_LARGE
+    # the limit from the context variable (what read_source sets from params), and an image under it
+    token = pixel_limit.set(100)
+    try:
+        assert decode_image(bomb_png(11, 10)).reason == QuarantineReason.IMAGE_TOO_LARGE
+        assert decode_image(bomb_png(10, 10)).shape == (10, 10)
+    finally:
+        pixel_limit.reset(token)
+    assert decode_image(bomb_png(11, 10)).shape == (10, 11)  # no limit outside a reader
