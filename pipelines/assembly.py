@@ -175,6 +175,8 @@ def assemble_emotionset(staged: Sequence[StagedSource], data: DataParams, shards
             rows_in += source.manifest["rows_in"]
         writer.close()
         quarantine_writer.close()
+        if start != len(audit.rows):  # the audit's row positions must be these rows': a bug, never a data problem
+            raise ConservationError(f"EmotionSet: the audit read {len(audit.rows)} staged rows, assembly {start}")
 
         rows = sum(counts.by_source.values())
         total_quarantined = sum(sum(r.values()) for r in quarantined.values())

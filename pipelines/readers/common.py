@@ -25,7 +25,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pipelines.readers.image_decoding import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DecodeFailure, decode_image
+from pipelines.readers.image_decoding import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    DecodeFailure,
+    decode_image,
+    pixel_limit,
+)
 from pipelines.records import Quarantined, QuarantineReason, RawRecord
 
 log = logging.getLogger("pipelines.readers")
@@ -328,8 +334,11 @@ def video_frame_count(path: Path) -> tuple[int | None, str | None]:
         cap.release()
 
 
-def read_video_frames(path: Path, wanted: Iterable[int]) -> Iterator[tuple[int, np.ndarray | None, str | None]]:
-    """For each wanted frame index (ascending, 0-based): (index, RGB uint8 frame, None) or (index, None, why).
+def read_video_frames(
+    path: Path, wanted: Iterable[int]
+) -> Iterator[tuple[int, np.ndarray | None, str | DecodeFailure | None]]:
+    """For each wanted frame index (ascending, 0-based): (index, RGB uint8 frame, None) or (index, None, why);
+    ``why`` is a ``DecodeFailure`` (``image_too_large``) when the frames are larger than the decoding limit.
 
     Reads sequentially from the start (grab to skip, retrieve to decode), which is frame-exact for every codec,
     and stops after the last wanted frame. Frames the video does not have come back with a reason.
@@ -343,6 +352,18 @@ def read_video_frames(path: Path, wanted: Iterable[int]) -> Iterator[tuple[int, 
     if cap is None:
         for index in wanted:
             yield index, None, why
+        return
+    limit = pixel_limit.get()
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    if limit is not None and width * height > limit:  # from the container's header: no frame decoded
+        cap.release()
+        refused = DecodeFailure(
+            QuarantineReason.IMAGE_TOO_LARGE,
+            f"video frames are {width}x{height} = {width * height} pixels, over the limit of {limit} "
+            "(data.audit.max_image_pixels); not decoded",
+        )
+        for index in wanted:
+            yield index, None, refused
         return
     try:
         position = 0  # index of the next frame grab() would return
@@ -383,7 +404,7 @@ def read_video_frames(path: Path, wanted: Iterable[int]) -> Iterator[tuple[int, 
 
 def video_frame_record_or_quarantine(
     source: str,
-    frame_result: tuple[int, np.ndarray | None, str | None],
+    frame_result: tuple[int, np.ndarray | None, str | DecodeFailure | None],
     video_raw_path: str,
     *,
     subject: str,
@@ -393,11 +414,12 @@ def video_frame_record_or_quarantine(
     index, rgb, why = frame_result
     raw_path = f"{video_raw_path}#frame={index}"
     if rgb is None:
+        refused = isinstance(why, DecodeFailure)
         return quarantine(
             source,
             raw_path,
-            QuarantineReason.UNREADABLE_VIDEO,
-            why or "frame not readable",
+            why.reason if refused else QuarantineReason.UNREADABLE_VIDEO,
+            why.detail if refused else why or "frame not readable",
             subject=subject,
             sequence=sequence,
             frame=index,

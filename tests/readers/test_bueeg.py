@@ -37,6 +37,20 @@ def test_videos_and_segments(tmp_path, datasets_dir):
     assert not any(isinstance(o, Quarantined) for o in harmonize_labels(iter(records), PARAMS))
 
 
+def test_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path, datasets_dir):
+    """The container says 320x240 = 76,800 pixels a frame: over a 50,000 limit every wanted frame is quarantined as
+    image_too_large (decided from the header), under it they read as usual."""
+    from pipelines.params import AuditParams
+
+    built = build_bueeg(tmp_path / "bueeg", datasets_dir)
+    small = DataParams(audit=AuditParams(max_image_pixels=50_000))
+    records, quarantined = split_stream(read_source("bueeg", built.root, small))
+    assert records == [] and len(quarantined) == len(built.records)
+    assert {q.reason for q in quarantined} == {"image_too_large"}
+    assert all("320x240" in q.detail and "not decoded" in q.detail for q in quarantined)
+    assert len(split_stream(read_source("bueeg", built.root, PARAMS))[0]) == len(built.records)
+
+
 @pytest.mark.parametrize("stride", [1, 7, 100])
 def test_stride(tmp_path, datasets_dir, stride):
     built = build_bueeg(tmp_path / "b", datasets_dir, stride=stride, frames=72)
