@@ -10,7 +10,7 @@ over the decoded faces (what staging does more), the assembly's audit (second re
 columns, candidate search, verification of candidate pairs, grouping, decisions), and the groups file and picture.
 ``--scales 4`` builds a zip holding every member four times (identical pixels): the worst case for grouping, every
 face in a group of at least four. Memory: the audit's peak traced allocation (tracemalloc: Python and numpy), in
-all and per row, against the 2 x 2,304 pixel bytes a 48x48 row holds: the audit keeps ~35 bytes of numbers a row,
+all and per row, against the 2 x 2,304 pixel bytes a 48x48 row holds: the audit keeps ~51 bytes of numbers a row,
 the faces of candidate pairs only (a few percent of the rows) and one batch at a time.
 
 Thresholds: re-encoded copies of FER2013 faces (JPEG q30/q75, resizing, blur) against random pairs of different

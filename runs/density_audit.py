@@ -158,6 +158,7 @@ def density_audit(
         ),
         **_strips(table, faces, audit.least_likely, variant, version),
     }
+    columns = ["id", "source", "split", "label_name", "bits_per_dim", "rank"]
     by_id = dict(zip(frame.id, zip(frame["rank"], frame.percentile, frame.bits_per_dim)))
     report = {
         "variant": variant,
@@ -170,9 +171,11 @@ def density_audit(
             f"{split}.{source}": float(g.bits_per_dim.mean())
             for (split, source), g in frame.groupby(["split", "source"])
         },
-        "least_likely": frame.head(audit.least_likely)[["id", "source", "label_name", "bits_per_dim"]].to_dict(
-            "records"
-        ),
+        "least_likely": frame.head(audit.least_likely)[columns].to_dict("records"),
+        "least_likely_by_source": {
+            source: rows.head(audit.least_likely)[columns].to_dict("records")
+            for source, rows in frame.groupby("source", sort=True)
+        },
         "known_bad": {
             i: (
                 {"rank": int(by_id[i][0]), "percentile": float(by_id[i][1]), "bits_per_dim": float(by_id[i][2])}

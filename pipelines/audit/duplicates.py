@@ -1,6 +1,7 @@
 """Duplicate groups over a shard set, and the policy that decides which members stay.
 
-Two faces are linked when their aligned pixels are identical (exact), or when they are near copies:
+Two faces are linked when their aligned pixels are identical or they come from byte-identical files (exact), or
+when they are near copies:
 
 1. candidates: perceptual hashes within ``near_distance`` bits (``pipelines.audit.hashing``), between faces that
    are not of the same (source, subject). A subject's own images in a posed dataset (JAFFE, CK+, MMI: one person,
@@ -25,7 +26,7 @@ The policy (``DuplicateParams``), applied to each group in this order, determini
 3. several members left (and ``keep_one_within_split``): the first in row order stays, the others -> ``duplicate``.
 
 Rows are addressed by their position in a fixed row order (the staged sources in name order, each in reader order;
-or a shard set's files in order), and ``AuditRows`` holds numbers only, ~35 bytes a row, so the audit's memory is a
+or a shard set's files in order), and ``AuditRows`` holds numbers only, ~51 bytes a row, so the audit's memory is a
 small fraction of the faces' even at many times FER2013's size.
 """
 
@@ -52,6 +53,7 @@ class AuditRows:
     label: np.ndarray  # int8: 0..6
     phash: np.ndarray  # int64: perceptual hash
     digest: np.ndarray  # S16: digest of the pixel bytes
+    content: np.ndarray  # S16: the first 16 bytes of the raw file's sha256 (the shards' content_hash)
     source_names: tuple[str, ...]
 
     def __len__(self) -> int:
@@ -183,7 +185,8 @@ def group_labels(rows: AuditRows, policy, load_faces) -> np.ndarray:
     near = candidate_pairs(rows, policy.near_distance)
     if len(near):
         near = verified_pairs(near, load_faces(set(near.ravel().tolist())), policy.max_cell_error)
-    pairs = np.concatenate([near, exact_pairs(rows.digest)])
+    # identical: the same aligned pixels, or the same raw file (one file read by two sources aligns differently)
+    pairs = np.concatenate([near, exact_pairs(rows.digest), exact_pairs(rows.content)])
     if not len(pairs):
         return np.full(n, -1, dtype=np.int64)
     graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
@@ -204,7 +207,7 @@ def group_labels(rows: AuditRows, policy, load_faces) -> np.ndarray:
 class GroupSummary:
     group: int
     members: np.ndarray  # row indices, in row order
-    exact: bool  # every member has identical pixels
+    exact: bool  # every member has identical pixels, or every member is the same raw file
     splits: tuple[str, ...]
     sources: tuple[str, ...]
     labels: tuple[int, ...]
@@ -232,7 +235,7 @@ def summarize_groups(rows: AuditRows, labels: np.ndarray) -> list[GroupSummary]:
             GroupSummary(
                 group=int(labels[members[0]]),
                 members=members,
-                exact=len(set(rows.digest[members])) == 1,
+                exact=len(set(rows.digest[members])) == 1 or len(set(rows.content[members])) == 1,
                 splits=tuple(SPLITS[c] for c in sorted(set(rows.split[members].tolist()))),
                 sources=tuple(sorted({rows.source_names[c] for c in rows.source[members].tolist()})),
                 labels=tuple(sorted({int(v) for v in rows.label[members]})),

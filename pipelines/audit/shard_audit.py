@@ -3,7 +3,7 @@ outliers, and the report written to the manifest's ``audit`` section, ``duplicat
 ``audit_duplicates.png``.
 
 The rows are read through ``batches(columns)``, a re-iterable source of (Arrow batch, the batch's splits) in a fixed
-row order; a row is its position in that order. ``collect_rows`` keeps numbers only (``AuditRows``: ~35 bytes a
+row order; a row is its position in that order. ``collect_rows`` keeps numbers only (``AuditRows``: ~51 bytes a
 row); the faces of candidate pairs and the ids of grouped rows are read again when needed, so memory stays a small
 fraction of the faces' whatever the data size.
 """
@@ -27,7 +27,7 @@ from pipelines.labels import EMOTIONS
 from pipelines.params_types import SPLITS
 from pipelines.records import QuarantineReason
 
-AUDIT_COLUMNS = ["id", "source", "subject", "label", "phash", "pixels"]
+AUDIT_COLUMNS = ["id", "source", "subject", "label", "phash", "pixels", "content_hash"]
 # the report's headline counts, in the order the CLI and Dagster show them
 REPORT_COUNTS = (
     "duplicate_groups",
@@ -95,7 +95,8 @@ def _key(source: str, subject: str) -> int:
 def collect_rows(batches: Batches, wanted_ids: frozenset[str] = frozenset()) -> tuple[AuditRows, dict[str, int]]:
     """AuditRows of every row, and the row index of each of ``wanted_ids`` found."""
     sources: dict[str, int] = {}
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("source", "subject", "split", "label", "phash", "digest")}
+    fields = ("source", "subject", "split", "label", "phash", "digest", "content")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in fields}
     found: dict[str, int] = {}
     start = 0
     for batch, splits in batches(AUDIT_COLUMNS):
@@ -107,6 +108,8 @@ def collect_rows(batches: Batches, wanted_ids: frozenset[str] = frozenset()) -> 
         parts["label"].append(batch.column("label").to_numpy(zero_copy_only=False).astype(np.int8))
         parts["phash"].append(batch.column("phash").to_numpy(zero_copy_only=False).astype(np.int64))
         parts["digest"].append(np.asarray([pixel_digest(p) for p in batch.column("pixels").to_pylist()], dtype="S16"))
+        hashes = batch.column("content_hash").to_pylist()
+        parts["content"].append(np.asarray([bytes.fromhex(h[:32]) for h in hashes], dtype="S16"))
         if wanted_ids:
             for k, row_id in enumerate(batch.column("id").to_pylist()):
                 if row_id in wanted_ids:
@@ -119,6 +122,7 @@ def collect_rows(batches: Batches, wanted_ids: frozenset[str] = frozenset()) -> 
         "label": np.int8,
         "phash": np.int64,
         "digest": "S16",
+        "content": "S16",
     }
     arrays = {k: np.concatenate(v) if v else np.zeros(0, dtype=empty[k]) for k, v in parts.items()}
     names = tuple(sorted(sources, key=sources.get))

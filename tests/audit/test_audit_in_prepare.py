@@ -21,7 +21,7 @@ from pipelines.shards import read_shards, shard_files
 from pipelines.splits import assign_subject_splits
 from pipelines.validation import validate_duplicates, validate_shard_set
 
-from fixtures.rawroots import data_params
+from fixtures.rawroots import data_params, make_raw_root
 
 ORIGINAL = "happy/S010_006_00000013.png"  # copied under new subjects, same label: one group across splits
 CONFLICTED = "anger/S026_003_00000013.png"  # copied into another emotion's folder: a label conflict
@@ -156,3 +156,32 @@ def test_shards_audit_command(planted, capsys):
     assert cli_main(["shards", "audit", str(shard_set.path)]) == 0
     assert "cross split groups" in capsys.readouterr().out
     assert cv2.imread(str(shard_set.path / "audit_duplicates.png")) is not None
+
+
+def test_a_copy_across_sources_is_reported(tmp_path, datasets_dir):
+    """An aligned JAFFE face saved among the CK+48 crops (same emotion) is the same face in two sources; the group
+    also takes in that JAFFE subject's other takes of the expression that are near copies of the (other-subject)
+    CK+ file, as the check on the written rows would."""
+    jaffe_only = prepare(
+        data_params(make_raw_root(tmp_path / "raw", datasets_dir), sources=("jaffe",)), tmp_path / "h1"
+    )
+    rows = read_shards(jaffe_only.path, columns=["pixels", "label_name"]).to_pylist()
+    face = next(r for r in rows if r["label_name"] != "neutral")  # CK+48 has no neutral folder
+    folder = {"happiness": "happy"}.get(face["label_name"], face["label_name"])
+    raw = tmp_path / "raw2"
+    raw.mkdir()
+    (raw / "jaffe").symlink_to(datasets_dir / "jaffe")
+    crops = raw / "ckplus" / "CK+48"
+    _link_tree(datasets_dir / "ckplus48" / "CK+48", crops)
+    Image.fromarray(np.frombuffer(face["pixels"], np.uint8).reshape(48, 48)).save(
+        crops / folder / "S9999_001_00000001.png"
+    )
+    both = prepare(data_params(raw, sources=("jaffe", "ckplus")), tmp_path / "h2")
+    groups = pq.read_table(both.path / "duplicate_groups.parquet").to_pandas()
+    copy = row_id("ckplus", f"CK+48/{folder}/S9999_001_00000001.png")
+    group = groups[groups.group == groups[groups.id == copy].group.item()]
+    assert set(group.source) == {"jaffe", "ckplus"}
+    mine = group[group.id == copy].phash.item()
+    assert (group[group.source == "jaffe"].phash == mine).any()  # the original: identical pixels, identical hash
+    assert both.manifest["audit"]["cross_source_groups"] >= 1
+    assert (group.decision == "kept").sum() == 1  # one label, so one copy stays

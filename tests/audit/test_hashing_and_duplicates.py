@@ -89,7 +89,7 @@ def test_cell_errors_tell_copies_from_other_faces(ck_faces):
     assert cell_errors(first, ck_faces[20:40]).min() > limit  # other people's happy faces do not
 
 
-def _rows(phash, digest, split=None, label=None, subject=None) -> AuditRows:
+def _rows(phash, digest, split=None, label=None, subject=None, content=None) -> AuditRows:
     """AuditRows of one source from readable values: splits by name, subjects and digests as strings."""
     n = len(phash)
     subject = subject or [f"p{i}" for i in range(n)]
@@ -100,6 +100,7 @@ def _rows(phash, digest, split=None, label=None, subject=None) -> AuditRows:
         label=np.asarray(label or [0] * n, dtype=np.int8),
         phash=np.asarray(phash, dtype=np.int64),
         digest=np.asarray([d.encode() for d in digest], dtype="S16"),
+        content=np.asarray([c.encode() for c in content or [f"file{i}" for i in range(n)]], dtype="S16"),
         source_names=("s",),
     )
 
@@ -167,3 +168,12 @@ def test_a_copy_held_by_another_subject_links_that_subjects_takes(ck_faces):
     assert labels.tolist() == [0, 0, 0]
     single = _rows(phash=rows.phash, digest=["a", "a", "b"], subject=["p1", "p1", "p1"])
     assert group_labels(single, DuplicateParams(), lambda wanted: {i: faces[i] for i in wanted}).tolist() == [0, 0, -1]
+
+
+def test_one_raw_file_in_two_places_is_one_group():
+    """The same file read by two sources is aligned differently (detected in one, passed through in the other):
+    different pixels and hashes, one raw content hash, one group."""
+    rows = _rows(phash=[0, 2**62 - 1], digest=["x", "y"], subject=["p1", "p2"], content=["same", "same"])
+    labels = group_labels(rows, DuplicateParams(), lambda wanted: {})
+    assert labels.tolist() == [0, 0]
+    assert summarize_groups(rows, labels)[0].exact

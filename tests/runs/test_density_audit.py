@@ -119,6 +119,10 @@ def test_scores_figures_and_tracking(audited):
     assert {"distributions", "least_likely_jaffe", "least_likely_ckplus"} <= set(outcome.figures)
     report = json.loads((outcome.out_dir / "report.json").read_text())
     assert report["shard_version"] == shard_set.version and len(report["least_likely"]) == 6
+    for source, worst in report["least_likely_by_source"].items():
+        ranks = [r["rank"] for r in worst]
+        assert len(worst) == 6 and ranks == sorted(ranks) and {r["source"] for r in worst} == {source}
+        assert ranks[0] == scores[scores.source == source]["rank"].min()
     client = audited["ctx"].tracking.client()
     run = client.get_run(outcome.run_id)
     assert (
