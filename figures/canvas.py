@@ -38,6 +38,13 @@ def tile(images: np.ndarray, rows: int, cols: int, pad: int = 2, fill: int = 255
     return canvas[..., 0] if c == 1 else canvas
 
 
+def strip_png(images: np.ndarray, captions: Sequence[str], title: str) -> bytes:
+    """uint8 gray images (N, H, W) in one row, each captioned (column labels); an empty strip says so."""
+    if len(images) == 0:
+        return grid_png(np.full((1, 1, 8, 8), 255, dtype=np.uint8), 1, 1, title + " (none)")
+    return grid_png(np.asarray(images)[:, None], 1, len(images), title, col_labels=list(captions))
+
+
 def grid_png(
     images: np.ndarray,
     rows: int,

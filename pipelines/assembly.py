@@ -2,8 +2,8 @@
 
 ``assemble_emotionset(staged, data, shards_root)`` reads the staged rows twice, streaming:
 
-1. the audit's columns (ids, subjects, sequences, labels, perceptual hashes, a digest of the pixels) with each
-   row's split, to find duplicate groups and decide, by the policy in ``data.audit.duplicates``, which members are
+1. the audit's columns (subjects, labels, perceptual hashes, digests of the pixels and of the raw file) with
+   each row's split, to find duplicate groups and decide, by the policy in ``data.audit.duplicates``, which members are
    quarantined (``pipelines.audit``), plus the opt-in density outliers;
 2. every column, writing the kept rows to ``split=<s>/source=<src>/`` files and the removed ones to the
    quarantine table (stage ``audit``), so rows in = rows out + rows quarantined still holds per source.
@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from pipelines.audit.pictures import duplicate_groups_png
 from pipelines.audit.shard_audit import ShardAudit, audit_rows
 from pipelines.labels import EMOTIONS
-from pipelines.params import DataParams
+from pipelines.params import DataParams, project_path
 from pipelines.records import QuarantineReason
 from pipelines.shards import (
     QUARANTINE_SCHEMA,
@@ -105,7 +105,7 @@ def _audit(staged: Sequence[StagedSource], maps: dict, data: DataParams) -> Shar
     outliers = data.audit.density_outliers
     density = None
     if outliers.scores_file and outliers.fraction > 0:
-        density = (data.resolve(outliers.scores_file), outliers.fraction)
+        density = (project_path(outliers.scores_file), outliers.fraction)
     return audit_rows(batches, data.audit, density)
 
 

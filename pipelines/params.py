@@ -43,6 +43,7 @@ from pipelines.params_types import (  # noqa: F401  (re-exported)
     Range,
     Section,
     Str,
+    project_path,
 )
 
 
@@ -165,8 +166,7 @@ class DataParams(Section):
         return self
 
     def raw_root_path(self) -> Path:
-        root = Path(self.raw_root)
-        return root if root.is_absolute() else PROJECT_ROOT / root
+        return project_path(self.raw_root)
 
     def source_dir(self, source: str) -> Path:
         """The folder a source is read from: raw_root/<source>, unless data.source_dirs names another."""
@@ -198,22 +198,16 @@ class DataParams(Section):
         if outliers.scores_file and outliers.fraction > 0:
             from pipelines.versioning import file_sha256
 
-            scores = file_sha256(self.resolve(outliers.scores_file))
+            scores = file_sha256(project_path(outliers.scores_file))
             shaping["density_outliers"] = {"scores_sha256": scores, "fraction": outliers.fraction}
         return shaping
-
-    def resolve(self, path: str) -> Path:
-        """A path from params: absolute as is, relative to the project otherwise."""
-        p = Path(path)
-        return p if p.is_absolute() else PROJECT_ROOT / p
 
 
 class MnistParams(Section):
     root: Str = "data/raw/mnist"  # the four idx(.gz) files; the second source of Table 3
 
     def root_path(self) -> Path:
-        root = Path(self.root)
-        return root if root.is_absolute() else PROJECT_ROOT / root
+        return project_path(self.root)
 
 
 class TrackingParams(Section):

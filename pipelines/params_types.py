@@ -14,6 +14,12 @@ KNOWN_SOURCES = ("jaffe", "ckplus", "fer2013", "mmi", "bueeg")
 SPLITS = ("train", "val", "test")
 
 
+def project_path(path: str) -> Path:
+    """A path from params: absolute as is, relative to the project otherwise."""
+    p = Path(path)
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
 class ParamsError(ValueError):
     """params.yaml is missing a value or holds one that cannot work."""
 

@@ -25,10 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from figures import distributions_png
+from figures import distributions_png, strip_png
 from flowmodels.scoring import per_image_bits_per_dim
 from flowmodels.variants import pixel_column
-from pipelines.audit.pictures import face_strip_png
 from pipelines.labels import EMOTIONS
 from runs.context import RunContext
 from runs.datasets import DatasetRef
@@ -88,13 +87,13 @@ def rank_scores(ids: list[str], splits: list[str], labels: np.ndarray, bpd: np.n
     return table.cast(SCORES_SCHEMA)
 
 
-def _strips(table: pa.Table, faces: dict[str, np.ndarray], least: int, variant: str, version: str) -> dict[str, bytes]:
-    frame = table.to_pandas()
+def _strips(frame, faces: dict[str, np.ndarray], least: int, variant: str, version: str) -> dict[str, bytes]:
+    """Per source, its ``least`` least likely faces (``frame``: the scores table as pandas, least likely first)."""
     strips = {}
     for source, rows in frame.groupby("source", sort=True):
         top = rows.head(least)
         captions = [f"{r.id[-6:]}\n{r.label_name}\n{r.bits_per_dim:.2f}" for r in top.itertuples()]
-        strips[f"least_likely_{source}"] = face_strip_png(
+        strips[f"least_likely_{source}"] = strip_png(
             np.stack([faces[i] for i in top.id]),
             captions,
             f"{source}: the {len(top)} least likely faces under {variant} (bits/dim, shards {version})",
@@ -156,7 +155,7 @@ def density_audit(
             "bits/dim (standard convention)",
             title,
         ),
-        **_strips(table, faces, audit.least_likely, variant, version),
+        **_strips(frame, faces, audit.least_likely, variant, version),
     }
     columns = ["id", "source", "split", "label_name", "bits_per_dim", "rank"]
     by_id = dict(zip(frame.id, zip(frame["rank"], frame.percentile, frame.bits_per_dim)))

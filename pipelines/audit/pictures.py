@@ -1,8 +1,6 @@
-"""Pictures of the audit: example duplicate groups (one row per group) and face strips with captions."""
+"""The audit's picture: example duplicate groups, one row per group."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -37,10 +35,3 @@ def duplicate_groups_png(audit, faces: dict[int, np.ndarray], image_size: tuple[
         f"{audit.max_cell_error:g} (splits; labels; kept)"
     )
     return grid_png(images, len(chosen), MEMBERS, title, row_labels=labels)
-
-
-def face_strip_png(faces: np.ndarray, captions: Sequence[str], title: str) -> bytes:
-    """uint8 faces (N, H, W) in one row, each captioned (column labels)."""
-    if len(faces) == 0:
-        return grid_png(np.full((1, 1, 8, 8), 255, dtype=np.uint8), 1, 1, title + " (none)")
-    return grid_png(np.asarray(faces)[:, None], 1, len(faces), title, col_labels=list(captions))

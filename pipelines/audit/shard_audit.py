@@ -132,7 +132,6 @@ def collect_rows(batches: Batches, wanted_ids: frozenset[str] = frozenset()) -> 
 @dataclass
 class ShardAudit:
     rows: AuditRows
-    group_of: np.ndarray  # group per row, -1 when none
     groups: list[GroupSummary]
     removed: dict[int, tuple[str, str]]  # row index -> (reason, detail)
     ids: dict[int, str]  # row index -> id, for every row in a group or removed
@@ -237,7 +236,6 @@ def audit_rows(batches: Batches, audit, density_scores: tuple[Path, float] | Non
     ids = ids_at(batches, set(np.flatnonzero(group_of >= 0).tolist()) | set(removed))
     return ShardAudit(
         rows=rows,
-        group_of=group_of,
         groups=groups,
         removed=removed,
         ids=ids,
