@@ -27,6 +27,10 @@ def _fail(result, what: str) -> int:
     return 1
 
 
+def _artifact(artifacts, relative: str) -> str | None:
+    return str(artifacts / relative) if artifacts and (artifacts / relative).exists() else None
+
+
 def cmd_run(args) -> int:
     from assets.definitions import build_definitions
     from assets.runner import dagster_instance, materialize_keys, train_run_config
@@ -42,7 +46,7 @@ def cmd_run(args) -> int:
         print(f"emoflow: {MissingDatasetsError(missing)}", file=sys.stderr)
         return 2
     variant = args.variant or settings.model.variant
-    family_of(variant, settings)  # an unknown variant fails here, before any work
+    family = family_of(variant, settings)  # an unknown variant fails here, before any work
     instance = dagster_instance(home)
     defs = build_definitions(settings, home=home, progress_bars=True)
 
@@ -52,12 +56,14 @@ def cmd_run(args) -> int:
         return _fail(prepared, "preparing the shards")
     shard_meta = prepared.asset_materializations_for_node("emotionset_shards")[0].metadata
     print(f"[2/2] train and evaluate {variant} (emotionset)", file=sys.stderr)
+    # a family refereed by the judge trains it first (reused when nothing changed)
+    referee = ["train_judge", "evaluate_judge"] if family.needs_judge else []
     trained = materialize_keys(
         defs,
-        ["training_data", f"train_{variant}", f"evaluate_{variant}"],
+        ["training_data", *referee, f"train_{variant}", f"evaluate_{variant}"],
         instance,
         "emotionset",
-        train_run_config(variant, args.max_steps),
+        train_run_config(variant, args.max_steps, *(["judge"] if family.needs_judge else [])),
     )
     if not trained.success:
         return _fail(trained, f"training {variant}")
@@ -80,8 +86,9 @@ def cmd_run(args) -> int:
         "accuracy": value(eval_meta, "test_accuracy"),
         "champion": eval_meta["promoted"].value,
         "promotion": eval_meta["promotion"].value,
-        "sample_grid": str(artifacts / "evaluation" / "samples_t0.7.png") if artifacts else None,
-        "confusion_matrix": str(artifacts / "evaluation" / "confusion_matrix.png") if artifacts else None,
+        # a family's pictures where it draws them (the judge draws no samples)
+        "sample_grid": _artifact(artifacts, "evaluation/samples_t0.7.png"),
+        "confusion_matrix": _artifact(artifacts, "evaluation/confusion_matrix.png"),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -97,9 +104,9 @@ def cmd_run(args) -> int:
         f"accuracy {summary['accuracy']:.3f}" if summary["accuracy"] is not None else None,
     ]
     print(", ".join(s for s in scores if s))
-    if artifacts:
-        print(f"sample grid:      {summary['sample_grid']}")
-        print(f"confusion matrix: {summary['confusion_matrix']}")
+    for label, key in (("sample grid:     ", "sample_grid"), ("confusion matrix:", "confusion_matrix")):
+        if summary[key]:
+            print(f"{label} {summary[key]}")
     print("Dagster UI:  DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " .venv/bin/dagster dev -w workspace.yaml")
     print(f"MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {tracking.uri}")
     return 0

@@ -17,8 +17,10 @@ from assets.checks import SHARD_CHECKS
 from assets.data_assets import build_data_assets
 from assets.jobs import build_jobs
 from assets.model_assets import build_model_assets
+from assets.nfgan_assets import build_nfgan_assets
 from assets.resources import EmoflowRuntime, MlflowTracking
 from assets.schedules import build_retrain_schedule
+from assets.scoreboard_assets import build_scoreboard_assets
 from assets.sensors import build_new_shards_sensor
 from pipelines.params import Params, load_params
 
@@ -28,7 +30,7 @@ from pipelines.params import Params, load_params
 EXECUTORS: dict[str, ExecutorDefinition] = {"in_process": in_process_executor, "multiprocess": multiprocess_executor}
 # Loggers whose records Dagster copies into a run's event log (the instance's python_logs setting; see
 # ``dagster_instance_yaml``): the libraries' own logging, beside the assets' context.log.
-MANAGED_LOGGERS = ("pipelines", "flowmodels", "training", "runs", "scoring")
+MANAGED_LOGGERS = ("pipelines", "flowmodels", "training", "runs", "scoring", "recognition", "adversarial")
 
 
 def select_executor(name: str | None = None) -> ExecutorDefinition:
@@ -55,10 +57,17 @@ def build_definitions(
 ) -> Definitions:
     """Every asset, check, job, schedule and sensor for these settings; resources write under ``home``
     (default EMOFLOW_HOME)."""
-    model_assets, _ = build_model_assets(settings)
+    model_assets, by_variant = build_model_assets(settings)
+    comparisons = build_scoreboard_assets(settings, [evaluate for _, evaluate in by_variant.values()])
     jobs = build_jobs()
     return Definitions(
-        assets=[*build_data_assets(settings), *model_assets, *build_audit_assets(settings)],
+        assets=[
+            *build_data_assets(settings),
+            *model_assets,
+            *build_nfgan_assets(settings),
+            *comparisons,
+            *build_audit_assets(settings),
+        ],
         asset_checks=SHARD_CHECKS,
         jobs=list(jobs.values()),
         schedules=[build_retrain_schedule(settings, jobs["train_and_evaluate"])],

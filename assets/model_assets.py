@@ -1,14 +1,13 @@
 """Model assets, the same for every family: ``training_data`` (the dataset partition a model trains on, checked
 and versioned), then per variant ``train_<variant>`` and ``evaluate_<variant>``, partitioned by dataset
 (``emotionset``; ``mnist`` for the families that train on it), thin wrappers over the family's run functions
-(``runs.families``); and ``ablation_table`` (the BPLF paper's Table 3)."""
+(``runs.families``); and the comparison assets of ``assets.scoreboard_assets``."""
 
 from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
     AssetsDefinition,
     Config,
     DataVersion,
@@ -23,7 +22,7 @@ from dagster import (
     asset,
 )
 
-from assets.lineage import checked_shard_set, latest_partition_metadata
+from assets.lineage import checked_shard_set
 from assets.pictures import png_metadata
 from assets.resources import EmoflowRuntime, MlflowTracking
 from pipelines.params import Params
@@ -59,9 +58,14 @@ def run_context(
 
 
 def _partitions(family: Family) -> StaticPartitionsDefinition:
-    return (
-        DATASET_PARTITIONS if tuple(family.datasets) == DATASETS else StaticPartitionsDefinition(list(family.datasets))
-    )
+    """Every model asset has the same dataset partitions (a Dagster job's assets must share them); a family
+    asked for a dataset it does not train on fails with that said (the judge has no MNIST model)."""
+    return DATASET_PARTITIONS
+
+
+def _require_dataset(family: Family, data: DatasetRef) -> None:
+    if data.dataset not in family.datasets:
+        raise Failure(f"{family.name} trains on {list(family.datasets)} only, not {data.dataset}")
 
 
 def build_training_data(settings: Params) -> AssetsDefinition:
@@ -177,6 +181,7 @@ def build_variant_assets(settings: Params, family: Family, variant: str) -> tupl
         mlflow_tracking: MlflowTracking,
         data: DatasetRef,
     ) -> Output[TrainOutcome]:
+        _require_dataset(family, data)
         outcome = family.train(
             run_context(settings, runtime, mlflow_tracking, context), variant, data, max_steps=config.max_steps
         )
@@ -186,6 +191,7 @@ def build_variant_assets(settings: Params, family: Family, variant: str) -> tupl
         name=f"evaluate_{variant}",
         partitions_def=partitions,
         ins={"trained": AssetIn(f"train_{variant}"), "data": AssetIn("training_data")},
+        deps=["evaluate_judge"] if family.needs_judge else None,  # refereed by the champion judge
         group_name="evaluation",
         kinds={"pytorch", "mlflow"},
         code_version=code,
@@ -199,81 +205,11 @@ def build_variant_assets(settings: Params, family: Family, variant: str) -> tupl
         trained: TrainOutcome,
         data: DatasetRef,
     ) -> MaterializeResult:
+        _require_dataset(family, data)
         outcome = family.evaluate(run_context(settings, runtime, mlflow_tracking, context), trained, data)
         return MaterializeResult(metadata=evaluation_metadata(outcome))
 
     return train_asset, evaluate_asset
-
-
-def build_ablation_table(settings: Params, evaluate_assets: list[AssetsDefinition]) -> AssetsDefinition:
-    variants = tuple(settings.model.variants)
-
-    @asset(
-        deps=evaluate_assets,
-        group_name="evaluation",
-        kinds={"mlflow"},
-        description="The BPLF paper's Table 3 regenerated: rows the variants, columns the datasets, cells test bits/dim.",
-    )
-    def ablation_table(
-        context: AssetExecutionContext, runtime: EmoflowRuntime, mlflow_tracking: MlflowTracking
-    ) -> MaterializeResult:
-        rows = []
-        for variant in variants:
-            row = {"variant": variant}
-            for dataset in DATASETS:
-                meta = latest_partition_metadata(context.instance, AssetKey(f"evaluate_{variant}"), dataset)
-                row[dataset] = None if meta is None else float(meta["test_bpd"])
-            rows.append(row)
-        header = "| method | " + " | ".join(f"{d} (bits/dim)" for d in DATASETS) + " |"
-        lines = [header, "|---|" + "---:|" * len(DATASETS)]
-        for row in rows:
-            lines.append(
-                f"| {row['variant']} | "
-                + " | ".join("—" if row[d] is None else f"{row[d]:.3f}" for d in DATASETS)
-                + " |"
-            )
-        markdown = "\n".join(lines)
-        csv = (
-            "variant,"
-            + ",".join(DATASETS)
-            + "\n"
-            + "\n".join(
-                row["variant"] + "," + ",".join("" if row[d] is None else f"{row[d]:.6f}" for d in DATASETS)
-                for row in rows
-            )
-            + "\n"
-        )
-        out_dir = runtime.home_path() / "ablation"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "table3.csv").write_text(csv)
-        tracking = mlflow_tracking.tracking()
-        with tracking.start_run(
-            run_name="ablation table 3",
-            tags={"dagster.run_id": context.run.run_id, "emoflow.kind": "ablation"},
-            system_metrics=False,
-        ):
-            mlflow = tracking.mlflow()
-            mlflow.log_text(csv, "ablation/table3.csv")
-            mlflow.log_text(markdown, "ablation/table3.md")
-            mlflow.log_metrics(
-                {f"table3.{row['variant']}.{d}": row[d] for row in rows for d in DATASETS if row[d] is not None}
-            )
-        schema = TableSchema(
-            columns=[
-                TableColumn("variant", "string"),
-                *[TableColumn(d, "float", description="test bits/dim") for d in DATASETS],
-            ]
-        )
-        return MaterializeResult(
-            metadata={
-                # empty cells: None (not evaluated on that dataset yet)
-                "table": MetadataValue.table([TableRecord(row) for row in rows], schema=schema),
-                "csv": MetadataValue.path(str(out_dir / "table3.csv")),
-                "cells_filled": sum(row[d] is not None for row in rows for d in DATASETS),
-            }
-        )
-
-    return ablation_table
 
 
 def build_model_assets(
@@ -283,10 +219,5 @@ def build_model_assets(
     by_variant = {
         variant: build_variant_assets(settings, family, variant) for family, variant in all_variants(settings)
     }
-    flow_evaluations = [by_variant[v][1] for v in settings.model.variants]
-    assets = [
-        build_training_data(settings),
-        *[a for pair in by_variant.values() for a in pair],
-        build_ablation_table(settings, flow_evaluations),
-    ]
+    assets = [build_training_data(settings), *[a for pair in by_variant.values() for a in pair]]
     return assets, by_variant

@@ -45,8 +45,9 @@ def materialize_keys(
     )
 
 
-def train_run_config(variant: str, max_steps: int | None) -> dict[str, Any]:
-    """Run config giving ``train_<variant>`` a step budget (its ``TrainRunConfig``)."""
+def train_run_config(variant: str, max_steps: int | None, *more: str) -> dict[str, Any]:
+    """Run config giving ``train_<variant>`` (and ``train_<v>`` of each of ``more``) a step budget (their
+    ``TrainRunConfig``)."""
     if not max_steps:
         return {}
-    return {"ops": {f"train_{variant}": {"config": {"max_steps": int(max_steps)}}}}
+    return {"ops": {f"train_{v}": {"config": {"max_steps": int(max_steps)}} for v in (variant, *more)}}

@@ -2,7 +2,7 @@
 no global backend state, safe inside a Dagster process)."""
 
 from figures.canvas import figure, grid_png, png, strip_png, tile
-from figures.charts import confusion_png, curve_png, distributions_png, scatter_png
+from figures.charts import confusion_png, curve_png, distributions_png, matrix_png, scatter_png
 
 __all__ = [
     "confusion_png",
@@ -10,6 +10,7 @@ __all__ = [
     "distributions_png",
     "figure",
     "grid_png",
+    "matrix_png",
     "png",
     "scatter_png",
     "strip_png",

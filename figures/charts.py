@@ -114,3 +114,38 @@ def distributions_png(panels: Sequence[tuple[str, dict[str, np.ndarray]]], xlabe
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return png(fig)
+
+
+def matrix_png(
+    values: np.ndarray, rows: Sequence[str], columns: Sequence[str], title: str, label: str, fmt: str = "{:.3f}"
+) -> bytes:
+    """A heat-map of a (rows x columns) matrix of floats (NaN: no value, left blank), each cell annotated."""
+    values = np.asarray(values, dtype=float)
+    fig = figure(1.6 + 0.9 * len(columns), 1.2 + 0.7 * len(rows))
+    ax = fig.add_subplot(1, 1, 1)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=low, vmax=high if high > low else low + 1)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            if np.isfinite(values[i, j]):
+                bright = (values[i, j] - low) / ((high - low) or 1.0) > 0.6
+                ax.text(
+                    j,
+                    i,
+                    fmt.format(values[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if bright else "white",
+                )
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows, fontsize=8)
+    ax.set_xlabel("tested on")
+    ax.set_ylabel("trained on")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=label)
+    fig.tight_layout()
+    return png(fig)

@@ -76,6 +76,46 @@ class FlowLatentClassifier(nn.Module):
     def pixel_column(self) -> str:
         return self.f.pixel_column
 
+    # What the flow trainer and the set-wide scorers (flowmodels.scoring) ask of a model: the classifier is a
+    # class-conditional density over f's images, so it answers like a class-conditional FlowModel.
+    conditional = True
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.f.image_shape
+
+    @property
+    def n_bits(self) -> int:
+        return self.f.n_bits
+
+    @property
+    def num_dims(self) -> int:
+        return self.f.num_dims
+
+    def dequantize(self, x_uint8: Tensor, noise: Tensor | None = None) -> Tensor:
+        return self.f.dequantize(x_uint8, noise)
+
+    def to_uint8(self, x: Tensor) -> Tensor:
+        return self.f.to_uint8(x)
+
+    def bits_per_dim(
+        self, x_uint8: Tensor, y: Labels = None, *, noise: Tensor | None = None, convention: str = "standard"
+    ) -> Tensor:
+        """Bits/dim per image (standard convention): of log p(x | y) with a label, of the marginal
+        log sum_y p(x | y) p(y) (this model's class prior) without one. ``noise`` as ``FlowModel.bits_per_dim``."""
+        if convention != "standard":
+            raise ValueError("the flow-latent classifier reports the standard convention only")
+        return bits_per_dim(self.log_prob(self.f.dequantize(x_uint8, noise), y), self.f.num_dims, self.f.n_bits)
+
+    def log_prob(self, x: Tensor, y: Labels = None) -> Tensor:
+        """log p(x | y) of continuous images (N,); without a label the marginal log sum_y p(x | y) p(y) under
+        this model's class prior."""
+        log_lik = self.class_log_likelihoods(x)
+        if y is None:
+            return (log_lik + self.log_class_prior).logsumexp(dim=1)
+        labels = torch.as_tensor(y, device=log_lik.device).long().expand(log_lik.shape[0])
+        return log_lik.gather(1, labels[:, None]).squeeze(1)
+
     def _continuous(self, x: Tensor) -> Tensor:
         return self.f._continuous(x)
 
@@ -125,6 +165,15 @@ class FlowLatentClassifier(nn.Module):
         """Data-dependent actnorm initialisation of f and h from one batch (h sees the batch under every
         label, so ``y`` is not needed; it is accepted for symmetry with ``FlowModel.initialize``)."""
         self.class_log_likelihoods(self.f.dequantize(x_uint8))
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Labels, temperature: float = 1.0) -> Tensor:
+        """n continuous images of emotion ``y`` (an int or one per sample): z'_1 from the top prior at
+        ``temperature``, z_L = h^{-1}(z'_1, y), the other latents from f's priors, then f^{-1}."""
+        z_prime = self.f.flow.top_prior.sample(n, None, temperature)
+        cond = one_hot_condition(y, self.num_classes, n, z_prime.device, z_prime.dtype)
+        z_top, _ = self.h.inverse(z_prime, cond)
+        return self.f.flow.inverse([None] * (len(self.f.flow.levels) - 1) + [z_top], None, temperature, n=n)
 
     def encode(self, x: Tensor, y: Labels) -> list[Tensor]:
         """Z_cond = [z_1, ..., z_{L-1}, h(z_L, y)] (paper 002, Fig. 1a)."""

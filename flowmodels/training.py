@@ -70,15 +70,17 @@ def model_from_checkpoint(path_or_dict, device: str | torch.device = "cpu") -> F
 
 
 class _Objective(nn.Module):
-    """What DDP wraps: the mean bits/dim of a batch with given dequantisation noise (so the forward pass goes
-    through DDP's wrapper, as DDP requires, while the noise stays a function of (seed, step))."""
+    """What DDP wraps: (the loss to minimise, the terms to report) for a batch with given dequantisation noise
+    (so the forward pass goes through DDP's wrapper, as DDP requires, while the noise stays a function of
+    (seed, step)). A flow minimises and reports its mean bits/dim."""
 
-    def __init__(self, model: FlowModel):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, y: Tensor | None, noise: Tensor) -> Tensor:
-        return self.model.bits_per_dim(x, y, noise=noise).mean().float()
+    def forward(self, x: Tensor, y: Tensor | None, noise: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        bpd = self.model.bits_per_dim(x, y, noise=noise).mean().float()
+        return bpd, {"bpd": bpd}
 
 
 def _all_initialised(model: nn.Module) -> bool:
@@ -89,10 +91,12 @@ class FlowTrainer:
     """One flow, its optimizer and warm-up, and its data: the ``training.Trainer`` of the flow family."""
 
     kind = "flow"
+    model_type: type[nn.Module] = FlowModel
+    objective_type: type[nn.Module] = _Objective
 
     def __init__(self, model: FlowModel, train_set: ImageSet, val_set: ImageSet | None, config: TrainParams):
-        if not isinstance(model, FlowModel):
-            raise TypeError(f"FlowTrainer takes a FlowModel (flowmodels.build_model), got {type(model).__name__}")
+        if not isinstance(model, self.model_type):
+            raise TypeError(f"{type(self).__name__} takes a {self.model_type.__name__}, got {type(model).__name__}")
         self.rank, self.world = distributed_context()
         self.device = resolve_device(config.device, self.rank)
         if self.device.type == "cuda":
@@ -116,7 +120,7 @@ class FlowTrainer:
         model.to(self.device).train()
         self.optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
         self.schedule = WarmupSchedule(self.optimizer, config.lr, config.warmup_steps)
-        self.objective: nn.Module = _Objective(model)
+        self.objective: nn.Module = self.objective_type(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.max_norm = config.grad_clip if config.grad_clip else math.inf
 
@@ -189,18 +193,18 @@ class FlowTrainer:
             torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if cfg.bf16 else contextlib.nullcontext()
         )
         with autocast:
-            loss = self.objective(x, y, noise.to(self.device, non_blocking=True))
+            loss, terms = self.objective(x, y, noise.to(self.device, non_blocking=True))
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
         loss_value = float(loss.detach())
         bad = any_rank(not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))), self.device)
-        mean_loss = mean_over_ranks(loss_value, self.device)
+        reported = {name: mean_over_ranks(float(value.detach()), self.device) for name, value in terms.items()}
         if bad:
             self.optimizer.zero_grad(set_to_none=True)
-            detail = f"non-finite loss {mean_loss} or gradient norm {float(grad_norm)}"
-            return StepReport({"bpd": mean_loss}, cfg.batch_size, {"lr": lr}, skipped=True, detail=detail)
+            detail = f"non-finite loss {mean_over_ranks(loss_value, self.device)} or gradient norm {float(grad_norm)}"
+            return StepReport(reported, cfg.batch_size, {"lr": lr}, skipped=True, detail=detail)
         self.optimizer.step()
-        return StepReport({"bpd": mean_loss}, cfg.batch_size, {"lr": lr})
+        return StepReport(reported, cfg.batch_size, {"lr": lr})
 
     def validate(self, step: int) -> dict[str, float] | None:
         if self.val_set is None:
@@ -236,7 +240,7 @@ class FlowTrainer:
         if self.world == 1 or isinstance(self.objective, nn.parallel.DistributedDataParallel):
             return
         self.objective = nn.parallel.DistributedDataParallel(
-            _Objective(self.model),
+            self.objective_type(self.model),
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
             # the constructor broadcasts rank 0's buffers (actnorm's "initialized" flags, the 1x1 convolutions'
             # permutations); they never change afterwards, so no re-broadcast before every forward

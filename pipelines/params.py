@@ -22,10 +22,16 @@ from pydantic import Field, StrictInt, ValidationError, model_validator
 from pipelines.model_params import (  # noqa: F401  (re-exported: one import path for every section)
     ABLATION_VARIANTS,
     AugmentParams,
+    BicoganParams,
+    BicoganTrainParams,
     EvaluateParams,
     FlowHparams,
+    FlowLatentParams,
+    JudgeParams,
     LoopParams,
     ModelParams,
+    NfganParams,
+    ScoreboardParams,
     TrainParams,
 )
 from pipelines.params_types import (  # noqa: F401  (re-exported)
@@ -230,6 +236,11 @@ class Params(Section):
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    judge: JudgeParams = Field(default_factory=JudgeParams)
+    flow_latent_classifier: FlowLatentParams = Field(default_factory=FlowLatentParams)
+    scoreboard: ScoreboardParams = Field(default_factory=ScoreboardParams)
+    nfgan: NfganParams = Field(default_factory=NfganParams)
+    bicogan: BicoganParams = Field(default_factory=BicoganParams)
     mnist: MnistParams = Field(default_factory=MnistParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     retrain: RetrainParams = Field(default_factory=RetrainParams)

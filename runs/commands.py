@@ -1,4 +1,4 @@
-"""The ``emoflow`` commands that train, evaluate and use models: train, evaluate, sample, classify.
+"""The ``emoflow`` commands that train, evaluate and use models: train, evaluate, sample, classify, normalize.
 
 They call the run functions directly (no Dagster run): the same functions the Dagster assets and the DVC stages
 call. `pipelines.cli` finds them through the ``emoflow.commands`` entry point (it never imports this layer).
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -118,24 +116,49 @@ def write_plots(plots: Path, ctx: RunContext, run_id: str, confusion: dict | Non
                     writer.writerows([classes[i], classes[j]] for _ in range(int(count)))
 
 
+def model_from_checkpoint_file(path: str):
+    """The model of any family's training checkpoint (last.pt), by the checkpoint's kind."""
+    from training.checkpoints import load_checkpoint
+
+    state = load_checkpoint(path)
+    kind = state.get("kind")
+    if kind == "flow":
+        from flowmodels.training import model_from_checkpoint
+
+        return model_from_checkpoint(state)
+    if kind == "judge":
+        from recognition.training import judge_from_checkpoint
+
+        return judge_from_checkpoint(state)
+    if kind == "bicogan":
+        from adversarial.bicogan.model import bicogan_from_checkpoint
+
+        return bicogan_from_checkpoint(state)
+    if kind == "flow_latent_classifier":
+        from flowmodels.classifier_training import classifier_from_checkpoint
+
+        return classifier_from_checkpoint(state)
+    raise SystemExit(f"emoflow: {path} is a {kind!r} checkpoint, which this command cannot load")
+
+
 def load_model(args, ctx: RunContext):
     """A model from ``--model`` (an MLflow URI such as models:/emoflow-glow@champion) or ``--checkpoint``."""
     if args.checkpoint:
-        from flowmodels.training import model_from_checkpoint
-
-        return model_from_checkpoint(args.checkpoint)
+        return model_from_checkpoint_file(args.checkpoint)
     return ctx.tracking.load_model(args.model)
 
 
 def cmd_sample(args) -> int:
-    import numpy as np
     import torch
-    from PIL import Image
 
     from pipelines.labels import EMOTIONS
 
     ctx = _context(args)
     model = load_model(args, ctx).eval()
+    if hasattr(model, "latents") and hasattr(model, "class_names"):  # BiCoGAN: z drawn from --seed
+        if args.emotion not in model.class_names:
+            raise SystemExit(f"emoflow: --emotion must be one of {list(model.class_names)}")
+        return _write_grid(model.sample(args.n, args.emotion, args.seed).numpy(), args, args.emotion)
     torch.manual_seed(args.seed)
     y = None
     if model.num_classes:
@@ -145,6 +168,13 @@ def cmd_sample(args) -> int:
         y = names.index(args.emotion)
     with torch.no_grad():
         images = model.to_uint8(model.sample(args.n, y=y, temperature=args.temperature)).cpu().numpy()
+    return _write_grid(images, args, args.emotion if y is not None else None)
+
+
+def _write_grid(images, args, emotion: str | None) -> int:
+    import numpy as np
+    from PIL import Image
+
     n, _, h, w = images.shape
     cols = min(n, 8)
     rows = -(-n // cols)
@@ -160,7 +190,7 @@ def cmd_sample(args) -> int:
             {
                 "out": str(out),
                 "n": n,
-                "emotion": args.emotion if y is not None else None,
+                "emotion": emotion,
                 "temperature": args.temperature,
             }
         )
@@ -169,52 +199,66 @@ def cmd_sample(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from flowmodels import bayes_posterior
-    from pipelines.faces import FaceAligner
-    from pipelines.labels import EMOTIONS
-    from pipelines.records import FaceRecord, RawRecord
-    from pipelines.svd import truncate_singular_values
+    from runs.classify import classify_photos
 
     ctx = _context(args)
-    params = ctx.settings
     model = load_model(args, ctx).eval()
-    if not model.num_classes:
-        raise SystemExit("emoflow: classify needs an emotion-conditional model")
-    _, h, w = model.image_shape
-    aligner = FaceAligner(params.data.faces, (h, w))
-    records = []
-    for name in args.images:
-        data = Path(name).read_bytes()
-        image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        records.append(RawRecord("photo", "photo", None, image, str(name), hashlib.sha256(data).hexdigest()))
-    results = []
-    for record, out in zip(records, aligner.process(records)):
-        if not isinstance(out, FaceRecord):
-            results.append({"file": record.raw_path, "face": False, "reason": out.reason, "detail": out.detail})
-            continue
-        face = out.face
-        if model.pixel_column == "pixels_svd":
-            face = truncate_singular_values(face, rank=params.data.svd.rank, energy=params.data.svd.energy)
-        x = torch.from_numpy(np.ascontiguousarray(face))[None, None]
-        with torch.no_grad():
-            probabilities = bayes_posterior(model, x)[0].tolist()
-        names = EMOTIONS if model.num_classes == len(EMOTIONS) else [str(i) for i in range(model.num_classes)]
-        ranked = dict(sorted(zip(names, probabilities), key=lambda kv: -kv[1]))
-        results.append(
-            {
-                "file": record.raw_path,
-                "face": True,
-                "detector": out.detector,
-                "box": list(out.box),
-                "emotion": next(iter(ranked)),
-                "probabilities": {k: round(v, 6) for k, v in ranked.items()},
-            }
-        )
+    results = classify_photos(ctx, model, args.model, args.images, args.precropped)
     print(json.dumps(results, indent=2))
+    return 0
+
+
+def cmd_edit(args) -> int:
+    from runs.editing import edit_photos
+
+    ctx = _context(args)
+    model = load_model(args, ctx).eval()
+    print(json.dumps(edit_photos(ctx, model, args.images, args.emotion, Path(args.out), args.precropped), indent=2))
+    return 0
+
+
+def cmd_normalize(args) -> int:
+    from runs.normalize import load_normalizer, normalize_photos
+
+    ctx = _context(args)
+    model = load_normalizer(ctx, args.model, args.checkpoint)
+    report = normalize_photos(ctx, model, args.images, Path(args.out), args.precropped)
+    print(json.dumps(report, indent=2))
+    for photo in report["photos"]:
+        if not photo["faces"]:
+            print(f"emoflow: {photo['file']}: {photo['reason']}", file=sys.stderr)
+    return 0 if report["faces"] else 1
+
+
+def cmd_scoreboard(args) -> int:
+    from runs.scoreboard import SCORE_COLUMNS, compute_scoreboard, record_scoreboard
+
+    ctx = _context(args)
+    board = compute_scoreboard(ctx, dataset_for(ctx, "emotionset", args.shards))
+    written = record_scoreboard(ctx, board)
+    # DVC metrics: one flat mapping, "<model>.<score>" -> value
+    write_json(
+        args.summary_out,
+        {f"{row['model']}.{c}": row[c] for row in board.rows for c in SCORE_COLUMNS if row.get(c) is not None},
+    )
+    if args.json:
+        print(json.dumps(board.as_json(), indent=2, default=float))
+        return 0
+    print(board.markdown())
+    print(f"scores: {', '.join(SCORE_COLUMNS)}; written to {written['csv']} (MLflow run {written['run_id']})")
+    return 0
+
+
+def cmd_cross_dataset(args) -> int:
+    from runs.cross_dataset import cross_dataset_matrix, record_cross_dataset
+
+    ctx = _context(args)
+    try:
+        matrix = cross_dataset_matrix(ctx, dataset_for(ctx, "emotionset", args.shards))
+    except ValueError as error:
+        raise SystemExit(f"emoflow: {error}") from None
+    written = record_cross_dataset(ctx, matrix)
+    print(json.dumps({**matrix.as_dict(), "dir": written["dir"], "mlflow_run_id": written["run_id"]}, indent=2))
     return 0
 
 
@@ -279,19 +323,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     for name, func, what in (
         ("sample", cmd_sample, "a PNG grid of samples for an emotion"),
-        ("classify", cmd_classify, "emotion probabilities for image files, as JSON"),
+        (
+            "classify",
+            cmd_classify,
+            "every face in each photo and its emotion probabilities (any classifying model), as JSON",
+        ),
     ):
         p = subparsers.add_parser(name, help=what)
         source = p.add_mutually_exclusive_group(required=True)
         source.add_argument("--model", help="an MLflow model URI, e.g. models:/emoflow-bplf_3x3_svd@champion")
         source.add_argument("--checkpoint", help="a training checkpoint (last.pt)")
         p.add_argument("--params", default=None)
+        if name == "edit":
+            p.add_argument("--emotion", required=True)
+            p.add_argument("--out", default="edited.png")
         if name == "sample":
             p.add_argument("--emotion", default="happiness")
             p.add_argument("--n", type=int, default=16)
             p.add_argument("--temperature", type=float, default=0.7)
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--out", default="samples.png")
-        else:
+        if name in ("edit", "classify"):
             p.add_argument("images", nargs="+")
+            p.add_argument(
+                "--precropped", action="store_true", help="the images are face crops (FER2013's): skip face detection"
+            )
+        p.set_defaults(func=func)
+
+    p = subparsers.add_parser(
+        "normalize", help="every face in each photo turned into the same person's neutral face (NFGAN), as PNGs"
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="an MLflow model URI, e.g. models:/emoflow-nfgan@champion")
+    source.add_argument("--checkpoint", help="an NFGAN training checkpoint (last.pt)")
+    p.add_argument("--params", default=None)
+    p.add_argument("--out", required=True, help="folder for <photo>-face<k>.png (input | neutral) and -neutral.png")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--precropped", action="store_true", help="the images are face crops: skip face detection")
+    p.set_defaults(func=cmd_normalize)
+
+    for name, func, what in (
+        ("scoreboard", cmd_scoreboard, "every registered model scored on the same test images (runs.scoreboard)"),
+        ("cross-dataset", cmd_cross_dataset, "train on each source alone, test on every source: accuracy/bpd matrices"),
+    ):
+        p = subparsers.add_parser(name, help=what)
+        p.add_argument("--params", default=None)
+        p.add_argument("--shards", default=None, help="a shard set or shards root (default: $EMOFLOW_HOME/shards)")
+        p.add_argument("--sources", default=None, help="comma-separated sources (default: those enabled in params)")
+        if name == "scoreboard":
+            p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+            p.add_argument("--summary-out", default=None, help="also write every score to this JSON file (DVC metrics)")
         p.set_defaults(func=func)

@@ -47,27 +47,65 @@ class RunContext:
 
         return say
 
-    def stage_progress(self, what: str):
-        """A ``progress(stage, done, total)`` callback for evaluations: a log line per stage, and a tqdm bar on
-        the terminal when ``progress_bars``. Call ``.close()`` on the result when done."""
+    def stage_progress(self, what: str) -> StageProgress:
+        """A ``progress(stage, done, total)`` callback for jobs of named stages (evaluations, scoreboards): see
+        ``StageProgress``. Call ``.close()`` on the result when done."""
         return StageProgress(self, what)
 
 
 class StageProgress:
+    """``progress(stage, done, total)``: the job ``what`` is in stage ``stage`` (any string: an evaluation stage,
+    a model being scored, a fold) and has done ``done`` of that stage's ``total`` units (batches, samples,
+    models). Callers that count whole stages instead (``progress("t-SNE", 3, 5)``) read as well.
+
+    The terminal (``progress_bars``) gets one tqdm bar, restarted when the stage changes, so its rate and ETA
+    are the stage's. The log (Dagster's event log) gets a line naming the stage and the fraction done when a
+    stage starts, when it ends (done == total) and in between at most every ``log_every_s`` seconds."""
+
     def __init__(self, ctx: RunContext, what: str):
         self.ctx, self.what, self.bar = ctx, what, None
-        self.say = ctx.throttled(what)
+        self.stage: str | None = None
+        self.stage_started = 0.0
+        self.last_line = -float("inf")
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        starts = stage != self.stage
+        if starts:
+            self.stage, self.stage_started = stage, now
         if self.ctx.progress_bars:
-            if self.bar is None:
-                from tqdm.auto import tqdm
+            self._draw(stage, done, total, starts)
+        ends = done >= total
+        if starts or ends or now - self.last_line >= self.ctx.log_every_s:
+            self.last_line = now
+            self.ctx.logger.info("%s: %s", self.what, self.line(stage, done, total, now - self.stage_started))
 
-                self.bar = tqdm(total=total, desc=self.what, unit="stage", dynamic_ncols=True)
-            self.bar.total = total
+    @staticmethod
+    def line(stage: str, done: int, total: int, elapsed: float) -> str:
+        """A log line's text, e.g. 'bits/dim 12/30 (40%), 35 s, about 52 s left'."""
+        text = f"{stage} {done}/{total}"
+        if total > 0:
+            text += f" ({100.0 * done / total:.0f}%)"
+        text += f", {elapsed:.0f} s"
+        if 0 < done < total:
+            text += f", about {elapsed * (total - done) / done:.0f} s left"
+        return text
+
+    def _draw(self, stage: str, done: int, total: int, starts: bool) -> None:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=f"{self.what}: {stage}", dynamic_ncols=True)
+        elif starts:
+            self.bar.reset(total=total)
+            self.bar.set_description_str(f"{self.what}: {stage}", refresh=False)
+        self.bar.total = total
+        if done >= self.bar.n:  # update() keeps tqdm's rate and ETA right
+            self.bar.update(done - self.bar.n)
+        else:
             self.bar.n = done
-            self.bar.set_postfix_str(stage, refresh=True)
-        self.say(f"{stage} ({done}/{total})", force=done == total)
+        if done >= total:
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:

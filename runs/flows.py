@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from flowmodels.evaluation import evaluate
-from flowmodels.scoring import test_bits_per_dim
+from flowmodels.scoring import classify, dataset_bits_per_dim, test_bits_per_dim
 from flowmodels.training import FlowTrainer, build_seeded_model, model_from_checkpoint
 from flowmodels.variants import pixel_column
 from pipelines.labels import EMOTIONS
@@ -117,6 +117,7 @@ def evaluate_flow(ctx: RunContext, trained: TrainOutcome, data: DatasetRef) -> E
             batch_size=settings.batch_size,
             tsne_points=settings.tsne_points,
             reference_set=train_set,
+            transfer_reference_per_class=settings.transfer_reference_per_class,
             log_prior=log_prior,
             progress=progress,
         )
@@ -130,3 +131,33 @@ def evaluate_flow(ctx: RunContext, trained: TrainOutcome, data: DatasetRef) -> E
         return test_bits_per_dim(champion, test_set, settings.batch_size, settings.seed)[0]
 
     return record_evaluation(ctx, trained, report.metrics, report.figures, SCORE, champion_bpd, confusion)
+
+
+def scoreboard_scores(model, inputs) -> dict[str, Any]:
+    """A flow's scoreboard columns (``runs.scoreboard``): bits/dim on the raw test pixels and on its own input
+    pixels; for a class-conditional flow, Bayes-rule accuracy on its input pixels (training-frequency prior)
+    and the generation scores of its samples at the scoreboard's temperature."""
+    from runs.scoreboard import generation_scores, seeded_flow_samples
+
+    evaluate, board = inputs.ctx.settings.evaluate, inputs.settings
+    raw = dataset_bits_per_dim(model, inputs.test_raw, board.batch_size, evaluate.seed, ("standard",))["standard"]
+    own = inputs.test_for(model.pixel_column)
+    scores: dict[str, Any] = {"bpd_raw": raw, "bpd_input": raw}
+    if own is not inputs.test_raw:
+        scores["bpd_input"] = dataset_bits_per_dim(model, own, board.batch_size, evaluate.seed, ("standard",))[
+            "standard"
+        ]
+    inputs.progress(f"{model.config.get('variant')}: bits/dim")
+    if model.conditional:
+        log_prior = torch.from_numpy(
+            class_log_prior(inputs.train_labels, model.num_classes, evaluate.class_prior)
+        ).float()
+        predicted, _ = classify(model, own, board.batch_size, log_prior)
+        scores["accuracy"] = float((predicted == own.labels.numpy()).mean())
+        inputs.progress(f"{model.config.get('variant')}: Bayes classification")
+        scores.update(
+            generation_scores(
+                inputs, lambda emotion, n, seed: seeded_flow_samples(model, emotion, n, seed, board.temperature)
+            )
+        )
+    return scores

@@ -140,6 +140,9 @@ def train_tracked(ctx: RunContext, spec: TrainingSpec, resume: bool = True) -> T
             description=spec.description or f"train {spec.variant}",
         )
         say(f"done: {result.steps} steps ({result.stopped_by}), {result.images_per_s:.1f} images/s", force=True)
+        # a trainer that keeps something other than its last weights (the judge: the best validation accuracy)
+        # says what to register
+        model = trainer.final_model() if hasattr(trainer, "final_model") else model
         summary = result.as_dict()
         finals = {f"train.final_{k}": v for k, v in result.final.items() if v is not None}
         finals.update({f"val.final_{k.removeprefix('val_')}": v for k, v in result.val.items()})

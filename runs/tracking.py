@@ -27,7 +27,7 @@ from runs.registry import CANDIDATE
 # What a logged model needs at load time beyond the Python that loads it: the pins of this project.
 PIP_REQUIREMENTS = ["torch==2.14.1", "numpy==2.4.6", "pydantic==2.14.4", "PyYAML==6.0.4", "pyarrow==25.0.1"]
 # The packages a pickled model's classes live in (and what they import): shipped with every model.
-MODEL_CODE = ("flowmodels", "training", "scoring", "figures", "pipelines")
+MODEL_CODE = ("flowmodels", "recognition", "adversarial", "training", "scoring", "figures", "pipelines")
 
 
 @lru_cache(maxsize=1)

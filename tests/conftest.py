@@ -40,3 +40,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def emotionset(tmp_path_factory, datasets_dir):
+    """One real EmotionSet shard set for the model families' tests: JAFFE (through MTCNN), CK+48 and the FER2013
+    train zip, 48x48, subject-independent splits and 10 folds (``pipelines.shards.ShardSet``; ``.path`` is the
+    version folder). Built once per session: about half a minute on two cores."""
+    from pipelines.prepare import prepare
+
+    from fixtures.rawroots import data_params, make_raw_root
+
+    root = tmp_path_factory.mktemp("emotionset")
+    raw = make_raw_root(root / "raw", datasets_dir, fer=True)
+    return prepare(data_params(raw, sources=("jaffe", "ckplus", "fer2013")), root / "home")

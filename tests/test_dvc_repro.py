@@ -1,5 +1,7 @@
-"""`dvc repro` in a temporary copy of the project: prepare → train → evaluate end to end (tiny model), the same
-shard version as the Python/Dagster path, metrics and plots that `dvc metrics show` / `dvc plots show` read."""
+"""`dvc repro` in a temporary copy of the project: prepare → train → evaluate end to end (tiny models: the default
+flow, the judge, BiCoGAN, NFGAN, then the scoreboard), the same shard version as the Python/Dagster path, metrics
+and plots that `dvc metrics show` / `dvc plots show` read. JAFFE beside CK+48: NFGAN needs neutral faces of the
+same people, which CK+48 lacks."""
 
 from __future__ import annotations
 
@@ -55,12 +57,13 @@ def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
 def test_dvc_repro_runs_prepare_train_evaluate(tmp_path, datasets_dir):
     raw = make_raw_root(tmp_path / "raw", datasets_dir)
     project = copy_project(tmp_path / "project")
-    write_tiny_params(project / "params.yaml", raw, ["ckplus"], max_steps=20)
+    write_tiny_params(project / "params.yaml", raw, ["jaffe", "ckplus"], max_steps=20)
 
     dvc(project, "repro")
     data = project / "data"
     summary = json.loads((data / "shards-summary.json").read_text())
-    assert summary["rows"] == 927 and summary["quarantined"] == {"ckplus": {"label_outside_scheme": 54}}
+    assert summary["rows"] == 927 + 213
+    assert summary["quarantined"] == {"ckplus": {"label_outside_scheme": 54}, "jaffe": {}}
     assert (data / "shards" / summary["version"] / "manifest.json").exists()
     assert (project / "dvc.lock").exists()
     python_built = prepare(load_params(project / "params.yaml").data, tmp_path / "home")
@@ -74,6 +77,13 @@ def test_dvc_repro_runs_prepare_train_evaluate(tmp_path, datasets_dir):
     assert curve[0] == "step,bpd" and len(curve) > 3
     confusion = (data / "plots" / "confusion.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted" and len(confusion) - 1 == int(metrics["test_images"])
+    judge = json.loads((data / "metrics" / "judge.json").read_text())
+    assert 0.0 <= judge["test_accuracy"] <= 1.0
+    gan = json.loads((data / "metrics" / "bicogan.json").read_text())
+    assert gan["test_frechet_judge_distance"] > 0 and 0.0 <= gan["test_label_agreement"] <= 1.0
+    board = json.loads((data / "metrics" / "scoreboard.json").read_text())
+    assert abs(board["emoflow-judge.accuracy"] - judge["test_accuracy"]) < 1e-9
+    assert {"emoflow-bplf_3x3_svd.bpd_raw", "emoflow-bicogan.frechet_judge_distance"} <= set(board)
     # the stages call the run functions directly: tracked in MLflow, no Dagster run started
     assert (data / "mlflow.db").exists() and not (data / "dagster").exists()
 
@@ -83,7 +93,7 @@ def test_dvc_repro_runs_prepare_train_evaluate(tmp_path, datasets_dir):
     assert "up to date" in status.stdout.lower() or status.stdout.strip() == ""
 
     shown = dvc(project, "metrics", "show")
-    for expected in ("data/metrics.json", "test_bpd", f"{metrics['test_bpd']:.5f}"[:6], "rows", "927"):
+    for expected in ("data/metrics.json", "test_bpd", f"{metrics['test_bpd']:.5f}"[:6], "rows", "1140"):
         assert expected in shown.stdout, shown.stdout
     plots = dvc(project, "plots", "show", "--json")
     assert "data/plots/bpd_curve.csv" in plots.stdout and "data/plots/confusion.csv" in plots.stdout

@@ -11,12 +11,19 @@ OPTIMIZERS = ("adam", "adamax", "adamw")
 
 
 def make_optimizer(
-    name: str, params: Iterable, lr: float, betas: tuple[float, float] | None = None
+    name: str,
+    params: Iterable,
+    lr: float,
+    betas: tuple[float, float] | None = None,
+    weight_decay: float | None = None,
 ) -> torch.optim.Optimizer:
-    """Adam, Adamax or AdamW at ``lr`` (``betas``: torch's defaults unless given; GANs use (0.5, 0.999))."""
+    """Adam, Adamax or AdamW at ``lr`` (``betas``: torch's defaults unless given; GANs use (0.5, 0.999)).
+    ``weight_decay``: torch's default unless given (decoupled for AdamW, an L2 term for Adam and Adamax)."""
     kwargs: dict[str, Any] = {"lr": lr}
     if betas is not None:
         kwargs["betas"] = tuple(betas)
+    if weight_decay is not None:
+        kwargs["weight_decay"] = float(weight_decay)
     if name == "adam":
         return torch.optim.Adam(params, **kwargs)
     if name == "adamw":

@@ -205,6 +205,24 @@ class FaceAligner:
                 out[i] = self._aligned(rec, res) if res.detection is not None else self._no_face(rec, res)
         return out  # type: ignore[return-value]
 
+    def all_faces(self, rec: RawRecord) -> list[FaceRecord]:
+        """Every face of one image the stage accepts (score >= min_score), largest first, each aligned like the
+        shards' faces: the main detector's faces, or the fallback's when the main one finds none; [] when no
+        detector finds one. A precropped record is its own single face (unless faces.detect_precropped)."""
+        if rec.precropped and not self.params.detect_precropped:
+            return [self._pass_through(rec)]
+        image = as_array(rec.image)
+        for name in self.detector_chain:
+            found = self.detector(name).detect([image])[0]
+            faces = sorted(
+                (d for d in found if d.score is None or d.score >= self.params.min_score),
+                key=lambda d: d.area,
+                reverse=True,
+            )
+            if faces:
+                return [self._aligned(rec, FaceResult(d, name, (name,), None)) for d in faces]
+        return []
+
     def _pass_through(self, rec: RawRecord) -> FaceRecord:
         h, w = rec.image.shape[:2]
         face = resize_gray(rec.image, self.image_size)
