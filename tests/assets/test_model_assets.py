@@ -326,7 +326,10 @@ def test_scoreboard_and_table_3_assets(world, defs, tracking, instance):
     rows = {record.data["model"]: record.data for record in board["table"].records}
     assert set(rows) == {REGISTERED}  # the only registered EmotionSet model
     row = rows[REGISTERED]
-    assert row["bpd_input"] == pytest.approx(evaluated["test_bpd"], rel=1e-5)  # _svd: trained on SVD pixels
+    champion = tracking.version_by_alias(REGISTERED, CHAMPION)  # what the scoreboard scores (promotions happened)
+    assert row["version"] == str(champion.version)
+    # _svd: trained on SVD pixels, as its evaluation scored it
+    assert row["bpd_input"] == pytest.approx(float(champion.tags["eval.test_bpd"]), rel=1e-5)
     assert row["bpd_raw"] > row["bpd_input"]  # the raw test pixels are harder than their low-rank versions
     assert row["label_agreement"] is None and row["frechet_judge_distance"] is None and row["judge_version"] is None
     assert 0 <= row["accuracy"] <= 1 and "no champion emoflow-judge" in board["notes"].value
@@ -420,11 +423,13 @@ def test_sample_and_classify_from_the_registry(world, tmp_path, datasets_dir):
     faces = datasets_dir / "faces"
     out = emoflow_cli(world, "classify", "--model", model_uri, str(faces / "obama.jpg"), str(faces / "no-faces.jpg"))
     obama, nothing = json.loads(out.stdout)
-    assert obama["face"] is True and obama["emotion"] in EMOTIONS
-    assert set(obama["probabilities"]) == set(EMOTIONS) and sum(obama["probabilities"].values()) == pytest.approx(
+    (face,) = obama["faces"]  # every face of the photo: this one has one
+    assert face["emotion"] in EMOTIONS and len(face["box"]) == 4
+    assert set(face["probabilities"]) == set(EMOTIONS) and sum(face["probabilities"].values()) == pytest.approx(
         1, abs=1e-4
     )
-    assert nothing["face"] is False and nothing["reason"] == "no_face"
+    assert "prior train" in obama["classifier"]  # Bayes' rule with the training frequencies of its shard set
+    assert nothing["faces"] == [] and "no face found" in nothing["reason"]
 
 
 # ------------------------------------------------------------------------------------------------ mlflow server

@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
     "--no-proxy-server",
 ]
-VIEWPORT = {"width": 1920, "height": 1200}
+VIEWPORT = {"width": 2560, "height": 1600}  # the whole asset graph (28 assets) drawn at a readable zoom
 # Requests to our own servers on 127.0.0.1 never go through a proxy the environment may name.
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
