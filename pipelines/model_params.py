@@ -63,6 +63,13 @@ class LoopParams(Section):
     seed: Int = 0
     device: Annotated[Str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")] = "auto"
 
+    # The fields that shape a family's trajectory (each subclass lists its own): a checkpoint resumes only under
+    # the same values; budgets, cadences, the device and the skip tolerance may change between segments.
+    TRAJECTORY: ClassVar[tuple[str, ...]] = ()
+
+    def trajectory(self) -> dict[str, Any]:
+        return {k: (v.model_dump() if isinstance(v := getattr(self, k), Section) else v) for k in self.TRAJECTORY}
+
     @model_validator(mode="after")
     def _some_budget(self):
         if self.max_steps is None and self.max_epochs is None and self.max_seconds is None:
@@ -93,9 +100,6 @@ class TrainParams(LoopParams):
         "seed",
         "init_batch",
     )
-
-    def trajectory(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.TRAJECTORY}
 
 
 class AugmentParams(Section):
@@ -163,9 +167,6 @@ class JudgeTrainParams(LoopParams):
         "seed",
         "augment",
     )
-
-    def trajectory(self) -> dict[str, Any]:
-        return {k: (v.model_dump() if isinstance(v := getattr(self, k), Section) else v) for k in self.TRAJECTORY}
 
 
 class JudgeParams(Section):
@@ -254,9 +255,6 @@ class NfganTrainParams(LoopParams):
         "seed",
     )
 
-    def trajectory(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.TRAJECTORY}
-
 
 class NfganIdentityTrainParams(LoopParams):
     """The identity network's training (``adversarial.nfgan.identity.IdentityTrainer``): subject classification."""
@@ -282,9 +280,6 @@ class NfganIdentityTrainParams(LoopParams):
         "seed",
         "augment",
     )
-
-    def trajectory(self) -> dict[str, Any]:
-        return {k: (v.model_dump() if isinstance(v := getattr(self, k), Section) else v) for k in self.TRAJECTORY}
 
 
 class NfganIdentityParams(Section):
@@ -366,9 +361,6 @@ class BicoganTrainParams(LoopParams):
         "seed",
         "augment",
     )
-
-    def trajectory(self) -> dict[str, Any]:
-        return {k: (v.model_dump() if isinstance(v := getattr(self, k), Section) else v) for k in self.TRAJECTORY}
 
 
 class BicoganParams(Section):

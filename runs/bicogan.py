@@ -27,7 +27,7 @@ from pipelines.labels import EMOTIONS
 from pipelines.params import PROJECT_ROOT
 from pipelines.versioning import tree_hash
 from runs.context import RunContext
-from runs.datasets import DatasetRef
+from runs.datasets import DatasetRef, require_emotionset
 from runs.lifecycle import TrainingSpec, find_trained, record_evaluation, train_tracked
 from runs.outcomes import EvalOutcome, TrainOutcome
 from runs.registry import CHAMPION, Score
@@ -86,22 +86,17 @@ def _spec(ctx: RunContext, data: DatasetRef, max_steps: int | None) -> TrainingS
     )
 
 
-def _require_emotionset(data: DatasetRef) -> None:
-    if data.dataset != "emotionset":
-        raise ValueError(f"BiCoGAN generates emotions: it trains on the emotionset, not {data.dataset}")
-
-
 def train_bicogan(
     ctx: RunContext, variant: str, data: DatasetRef, max_steps: int | None = None, resume: bool = True
 ) -> TrainOutcome:
-    _require_emotionset(data)
+    require_emotionset(data, "BiCoGAN")
     return train_tracked(ctx, _spec(ctx, bicogan_data(ctx, data), max_steps), resume=resume)
 
 
 def trained_bicogan(
     ctx: RunContext, variant: str, data: DatasetRef, max_steps: int | None = None
 ) -> TrainOutcome | None:
-    _require_emotionset(data)
+    require_emotionset(data, "BiCoGAN")
     return find_trained(ctx, _spec(ctx, bicogan_data(ctx, data), max_steps))
 
 

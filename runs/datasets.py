@@ -73,6 +73,12 @@ class DatasetRef:
         return DatasetRef(self.dataset, self.version, self.path, self.image_shape, tuple(sources), None)
 
 
+def require_emotionset(data: DatasetRef, what: str) -> None:
+    """A clear error when a family that models emotions is given another dataset (MNIST)."""
+    if data.dataset != "emotionset":
+        raise ValueError(f"{what} trains on the emotionset only, not {data.dataset}")
+
+
 def emotionset_ref(shards: Path, sources: tuple[str, ...] | None = None) -> DatasetRef:
     """A shard set (a version folder, or a shards root whose ``current`` file names one)."""
     path = resolve_shard_set(Path(shards))

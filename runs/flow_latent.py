@@ -33,7 +33,7 @@ from pipelines.params import PROJECT_ROOT
 from pipelines.versioning import tree_hash
 from runs.context import RunContext
 from runs.cross_validation import cross_validate, load_fold_set
-from runs.datasets import DatasetRef, key_of
+from runs.datasets import DatasetRef, key_of, require_emotionset
 from runs.lifecycle import TrainingSpec, find_trained, record_evaluation, train_tracked
 from runs.outcomes import EvalOutcome, TrainOutcome
 from runs.registry import Score
@@ -104,20 +104,15 @@ def _spec(ctx: RunContext, data: DatasetRef, max_steps: int | None) -> TrainingS
 def train_flow_latent(
     ctx: RunContext, variant: str, data: DatasetRef, max_steps: int | None = None, resume: bool = True
 ) -> TrainOutcome:
-    _require_emotionset(data)
+    require_emotionset(data, VARIANT)
     return train_tracked(ctx, _spec(ctx, data, max_steps), resume=resume)
 
 
 def trained_flow_latent(
     ctx: RunContext, variant: str, data: DatasetRef, max_steps: int | None = None
 ) -> TrainOutcome | None:
-    _require_emotionset(data)
+    require_emotionset(data, VARIANT)
     return find_trained(ctx, _spec(ctx, data, max_steps))
-
-
-def _require_emotionset(data: DatasetRef) -> None:
-    if data.dataset != "emotionset":
-        raise ValueError(f"{VARIANT} classifies emotions: it trains on the emotionset, not {data.dataset}")
 
 
 @torch.no_grad()

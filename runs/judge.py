@@ -21,7 +21,7 @@ from recognition.network import build_judge
 from recognition.scoring import predict_probabilities
 from recognition.training import JudgeTrainer, judge_from_checkpoint
 from runs.context import RunContext
-from runs.datasets import DatasetRef
+from runs.datasets import DatasetRef, require_emotionset
 from runs.lifecycle import TrainingSpec, find_trained, record_evaluation, train_tracked
 from runs.outcomes import EvalOutcome, TrainOutcome
 from runs.registry import Score
@@ -77,20 +77,15 @@ def _spec(ctx: RunContext, data: DatasetRef, max_steps: int | None) -> TrainingS
     )
 
 
-def _require_emotionset(data: DatasetRef) -> None:
-    if data.dataset != "emotionset":
-        raise ValueError(f"the judge classifies emotions: it trains on the emotionset, not {data.dataset}")
-
-
 def train_judge(
     ctx: RunContext, variant: str, data: DatasetRef, max_steps: int | None = None, resume: bool = True
 ) -> TrainOutcome:
-    _require_emotionset(data)
+    require_emotionset(data, "the judge")
     return train_tracked(ctx, _spec(ctx, data, max_steps), resume=resume)
 
 
 def trained_judge(ctx: RunContext, variant: str, data: DatasetRef, max_steps: int | None = None) -> TrainOutcome | None:
-    _require_emotionset(data)
+    require_emotionset(data, "the judge")
     return find_trained(ctx, _spec(ctx, data, max_steps))
 
 

@@ -38,7 +38,7 @@ from flowmodels.data import ImageSet
 from pipelines.params import PROJECT_ROOT
 from pipelines.versioning import file_sha256, tree_hash
 from runs.context import RunContext
-from runs.datasets import DatasetRef, key_of
+from runs.datasets import DatasetRef, key_of, require_emotionset
 from runs.lifecycle import TrainingSpec, find_trained, record_evaluation, train_tracked
 from runs.nfgan_data import (
     COLUMN,
@@ -92,11 +92,6 @@ def normalizer_from_checkpoint(path_or_state, device: str = "cpu"):
     model = nfgan_from_checkpoint(state, device)
     model.face_size = tuple(state["trainer"].get("face_size", model.image_size))
     return model
-
-
-def _require_emotionset(data: DatasetRef) -> None:
-    if data.dataset != "emotionset":
-        raise ValueError(f"NFGAN learns from (expressive, neutral) pairs of the emotionset, not {data.dataset}")
 
 
 def _section(ctx: RunContext, max_steps: int | None):
@@ -236,7 +231,7 @@ def _spec(ctx: RunContext, data: DatasetRef, max_steps: int | None) -> tuple[Tra
 def train_nfgan(
     ctx: RunContext, variant: str, data: DatasetRef, max_steps: int | None = None, resume: bool = True
 ) -> TrainOutcome:
-    _require_emotionset(data)
+    require_emotionset(data, "NFGAN")
     spec, done = _spec(ctx, data, max_steps)
     face, size = spec.params["data"]["face_size"], spec.params["data"]["network_size"]
     if face != size:
@@ -259,7 +254,7 @@ def train_nfgan(
 
 
 def trained_nfgan(ctx: RunContext, variant: str, data: DatasetRef, max_steps: int | None = None) -> TrainOutcome | None:
-    _require_emotionset(data)
+    require_emotionset(data, "NFGAN")
     return find_trained(ctx, _spec(ctx, data, max_steps)[0])
 
 
