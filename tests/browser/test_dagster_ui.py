@@ -38,15 +38,15 @@ _COLLECT_SHOWN = """
   }
 """
 _SHOWN_NAMES_JS = "() => {" + _COLLECT_SHOWN + "  return shown;\n}"
-# Same rule as _is_shown below, in the page (for wait_for_function).
-_ALL_SHOWN_JS = (
-    "(wanted) => {"
-    + _COLLECT_SHOWN
-    + "  return wanted.every(n => shown.includes(n) || (n.length > 18 && shown.some(s => {"
+# Same rule as _is_shown below, in the page (for wait_for_function): every / some of the wanted names drawn.
+_IS_SHOWN = (
+    "  const isShown = n => shown.includes(n) || (n.length > 18 && shown.some(s => {"
     "    const i = s.indexOf('…'); if (i < 0) return false;"
     "    const pre = s.slice(0, i), suf = s.slice(i + 1);"
-    "    return n.startsWith(pre) && n.endsWith(suf) && pre.length + suf.length < n.length; })));\n}"
+    "    return n.startsWith(pre) && n.endsWith(suf) && pre.length + suf.length < n.length; }));\n"
 )
+_ALL_SHOWN_JS = "(wanted) => {" + _COLLECT_SHOWN + _IS_SHOWN + "  return wanted.every(isShown);\n}"
+_ANY_SHOWN_JS = "(wanted) => {" + _COLLECT_SHOWN + _IS_SHOWN + "  return wanted.some(isShown);\n}"
 _MINIMAL_MAX = 18
 _COLLAPSED = 'svg foreignObject [class*="collapsedGroupNodeContainer"]'  # a group drawn as one box
 
@@ -118,7 +118,8 @@ def expand_all_groups(page: Page, graph: CodeGraph) -> None:
     expansions per browser). Expand them all with the graph's own toggle (⌥E, "Expand all groups" in its
     settings menu), which collapses all first when only some are expanded."""
     wanted = [key[-1] for key in graph.keys]
-    settled = "(wanted) => ((" + _ALL_SHOWN_JS + ")(wanted) || document.querySelector(" + json.dumps(_COLLAPSED) + "))"
+    # settled: the layout is drawn, as asset nodes (groups remembered expanded) or as collapsed groups
+    settled = "(wanted) => ((" + _ANY_SHOWN_JS + ")(wanted) || document.querySelector(" + json.dumps(_COLLAPSED) + "))"
     page.wait_for_function(settled, arg=wanted, timeout=UI_TIMEOUT_MS, polling=250)
     for _ in range(2):
         if page.locator(_COLLAPSED).count() == 0:
@@ -135,6 +136,23 @@ def expand_all_groups(page: Page, graph: CodeGraph) -> None:
             pass  # the caller's assertion says which assets are missing
 
 
+_ZOOM_OUT = '[data-svg-viewport] button:has([aria-label="zoom_out"])'  # the graph's own "Zoom out" control
+_MAX_ZOOM_OUTS = 12  # a press takes 0.1 off the scale; below 0.15 the graph draws groups only
+
+
+def zoom_out_until_all_shown(page: Page, graph: CodeGraph) -> None:
+    """The graph fits its width, not its height, to the window and draws only the nodes inside the viewport: with
+    ~30 assets in three expanded groups most of them are below the window. Zoom out with the graph's own control,
+    around the centre, until every asset is drawn (zoomed-out nodes show middle-truncated names, see above)."""
+    wanted = [key[-1] for key in graph.keys]
+    for _ in range(_MAX_ZOOM_OUTS):
+        try:
+            page.wait_for_function(_ALL_SHOWN_JS, arg=wanted, timeout=3_000, polling=250)
+            return
+        except PlaywrightTimeoutError:
+            page.locator(_ZOOM_OUT).click()
+
+
 def open_asset_graph(page: Page, base_url: str, graph: CodeGraph) -> None:
     """From the home page, follow the navigation to the global asset lineage and show every asset."""
     page.goto(base_url + "/")
@@ -145,6 +163,7 @@ def open_asset_graph(page: Page, base_url: str, graph: CodeGraph) -> None:
     expect(page.locator("svg foreignObject").first).to_be_attached(timeout=UI_TIMEOUT_MS)
     if len(graph.groups) > 1:
         expand_all_groups(page, graph)
+    zoom_out_until_all_shown(page, graph)
     try:
         page.wait_for_function(_ALL_SHOWN_JS, arg=[key[-1] for key in graph.keys], timeout=UI_TIMEOUT_MS, polling=500)
     except PlaywrightTimeoutError:
